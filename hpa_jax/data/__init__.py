@@ -1,0 +1,1 @@
+"""Data: readers for the HPA layouts, the synthetic dataset, splits and the grain pipeline."""

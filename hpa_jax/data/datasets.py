@@ -1,0 +1,72 @@
+"""Resolves a config to a dataset on disk: the Kaggle layout given by `data.dir`, or the
+embedded synthetic dataset generated into a cache folder."""
+
+import dataclasses
+import os
+import pathlib
+
+import numpy as np
+import pandas as pd
+
+from hpa_jax.data import folds as folds_lib
+from hpa_jax.data.kaggle import multi_hot, read_labels_csv
+from hpa_jax.errors import ConfigError, DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class HPADataset:
+    """Ids and labels of the training images, their fold, and the test Ids, all in file order."""
+
+    root: pathlib.Path
+    train_ids: np.ndarray        # (N,) str
+    train_labels: np.ndarray     # (N, 28) uint8
+    folds: np.ndarray            # (N,) int32
+    test_ids: np.ndarray         # (M,) str, in sample_submission.csv order
+
+    @property
+    def train_dir(self) -> pathlib.Path:
+        return self.root / "train"
+
+    @property
+    def test_dir(self) -> pathlib.Path:
+        return self.root / "test"
+
+    def split(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices of (training, validation) for the held-out `fold`."""
+        return np.flatnonzero(self.folds != fold), np.flatnonzero(self.folds == fold)
+
+
+def default_cache_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("HPA_JAX_CACHE", pathlib.Path.home() / ".cache" / "hpa_jax"))
+
+
+def resolve_root(data_config) -> pathlib.Path:
+    """The dataset folder; generates the synthetic one on first use."""
+    if data_config.source == "synthetic":
+        from hpa_jax.data import synthetic  # the generator is only needed for this source
+
+        s = data_config.synthetic
+        return synthetic.ensure_synthetic(s.cache_dir or default_cache_dir(), num_train=s.num_train,
+                                          num_test=s.num_test, image_size=s.image_size, seed=s.seed)
+    if data_config.source != "kaggle":
+        raise ConfigError(f"unknown data.source {data_config.source!r}: expected 'kaggle' or 'synthetic'")
+    if not data_config.dir:
+        raise DataError("data.dir is not set: pass --config.data.dir=/path/to/hpa (a folder with train.csv and "
+                        "train/), or run --config=configs/quickstart.py to use the embedded synthetic dataset")
+    root = pathlib.Path(data_config.dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: data.dir is not a folder")
+    return root
+
+
+def load_dataset(config) -> HPADataset:
+    """Reads the label files and assigns stratified folds (seeded by `config.seed`)."""
+    root = resolve_root(config.data)
+    frame = read_labels_csv(root / "train.csv")
+    labels = multi_hot(frame["labels"], config.num_classes)
+    folds = folds_lib.stratified_folds(labels, config.data.num_folds, config.seed)
+    submission = root / "sample_submission.csv"
+    test_ids = (pd.read_csv(submission, dtype=str, keep_default_na=False)["Id"].to_numpy()
+                if submission.is_file() else np.array([], dtype=str))
+    return HPADataset(root=root, train_ids=frame["Id"].to_numpy(), train_labels=labels, folds=folds,
+                      test_ids=test_ids)

@@ -1,0 +1,130 @@
+"""Restore a checkpoint, then score the validation fold (`evaluate`) or write a Kaggle
+submission for the test images (`predict`)."""
+
+import json
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
+
+from hpa_jax import checkpoint, optim, postprocess, sharding
+from hpa_jax.classes import CLASS_NAMES
+from hpa_jax.data import pipeline
+from hpa_jax.data.datasets import load_dataset
+from hpa_jax.errors import DataError
+from hpa_jax.models import create_model_from_config
+from hpa_jax.models.resnet import MESH_AXIS
+
+
+def make_predict_step(model, config, mesh):
+    """jit(shard_map(forward)) in inference mode: (variables, uint8 images) -> float32 logits."""
+    mean, std = tuple(config.data.mean), tuple(config.data.std)
+
+    def forward(variables, images):
+        return model.apply(variables, pipeline.normalize(images, mean, std), train=False)
+
+    return jax.jit(jax.shard_map(forward, mesh=mesh, in_specs=(P(), P(MESH_AXIS)), out_specs=P(MESH_AXIS),
+                                 check_vma=False))
+
+
+def predict_logits(step, variables, mesh, config, source: pipeline.ImageSource, *, desc: str) -> np.ndarray:
+    """Logits (N, C) for every image of `source`, in order, with a progress bar; `step` is
+    `make_predict_step(...)`, built once per run so that it compiles once."""
+    batch_size = config.eval.batch_size
+    out = []
+    batches = pipeline.eval_batches(source, batch_size=batch_size // jax.process_count(),
+                                    num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+    total = -(-len(source) // batch_size)
+    for batch in tqdm(batches, total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False):
+        logits = step(variables, sharding.put_batch(mesh, batch["image"]))
+        out.append(np.asarray(jax.device_get(logits))[batch["mask"]])
+    return np.concatenate(out) if out else np.zeros((0, config.num_classes), np.float32)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def score(labels: np.ndarray, logits: np.ndarray, threshold: float) -> dict:
+    """Validation loss (BCE), macro-F1 and per-class F1 at a fixed threshold."""
+    logits = logits.astype(np.float64)
+    bce = np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))
+    preds = sigmoid(logits) > threshold
+    return {"val_loss": float(bce.mean()), "val_macro_f1": float(postprocess.macro_f1(labels, preds)),
+            "val_per_class_f1": [round(float(f), 5) for f in postprocess.per_class_f1(labels, preds)]}
+
+
+def training_config(config, workdir) -> ml_collections.ConfigDict:
+    """The model and input-normalisation settings are those the checkpoint was trained with
+    (read from `{workdir}/config.json`), whatever the command line says; the rest is as given."""
+    saved_path = pathlib.Path(workdir) / "config.json"
+    if not saved_path.is_file():
+        return config
+    saved = json.loads(saved_path.read_text())
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model = ml_collections.ConfigDict(saved["model"])
+    for key in ("mean", "std", "image_size", "crop_size"):
+        config.data[key] = saved["data"][key]
+    return config
+
+
+def restore_variables(config, workdir, which):
+    """(model, variables, step) from the checkpoint `which` ('best', 'latest' or a step)."""
+    model = create_model_from_config(config)
+    mesh = sharding.make_mesh()
+    tx = optim.make_optimizer(config.optim, 1)
+    from hpa_jax.train import create_train_state  # train imports this module
+
+    abstract = jax.eval_shape(lambda: create_train_state(model, tx, jax.random.key(0), image_size=64,
+                                                         in_channels=config.in_channels))
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
+                            abstract)
+    manager = checkpoint.checkpoint_manager(workdir, must_exist=True)
+    step = checkpoint.resolve_step(manager, which)
+    state = checkpoint.restore(manager, step, abstract)
+    return model, mesh, {"params": state.params, "batch_stats": state.batch_stats}, step
+
+
+def evaluate(config, workdir) -> dict:
+    """Scores the restored checkpoint on the validation fold; writes `eval_metrics.json`."""
+    workdir = pathlib.Path(workdir)
+    config = training_config(config, workdir)
+    model, mesh, variables, step = restore_variables(config, workdir, config.eval.checkpoint)
+    dataset = load_dataset(config)
+    train_idx, val_idx = dataset.split(config.data.fold)
+    source = pipeline.ImageSource(dataset.train_dir, dataset.train_ids[val_idx], dataset.train_labels[val_idx],
+                                  config.data.image_size)
+    logits = predict_logits(make_predict_step(model, config, mesh), variables, mesh, config, source, desc="evaluate")
+    result = {"checkpoint_step": step, "num_images": len(source), "threshold": config.eval.threshold,
+              **score(source.labels, logits, config.eval.threshold),
+              "label_prior_macro_f1": postprocess.label_prior_baseline(dataset.train_labels[train_idx],
+                                                                       source.labels, seed=config.seed)}
+    result["val_per_class_f1"] = dict(zip(CLASS_NAMES, result["val_per_class_f1"]))
+    path = workdir / "eval_metrics.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+    print(f"evaluate (step {step}): validation macro-F1 {result['val_macro_f1']:.4f} at threshold "
+          f"{config.eval.threshold} (label-prior baseline {result['label_prior_macro_f1']:.4f}) -> {path}")
+    return result
+
+
+def predict(config, workdir) -> pathlib.Path:
+    """Writes `submission.csv` (Kaggle format) and `test_probs.npz` (Ids, probabilities)."""
+    workdir = pathlib.Path(workdir)
+    config = training_config(config, workdir)
+    model, mesh, variables, step = restore_variables(config, workdir, config.eval.checkpoint)
+    dataset = load_dataset(config)
+    if not len(dataset.test_ids):
+        raise DataError(f"{dataset.root / 'sample_submission.csv'}: missing or empty; it lists the test Ids")
+    source = pipeline.ImageSource(dataset.test_dir, dataset.test_ids,
+                                  np.zeros((len(dataset.test_ids), config.num_classes), np.uint8), config.data.image_size)
+    probs = sigmoid(predict_logits(make_predict_step(model, config, mesh), variables, mesh, config, source,
+                                   desc="predict"))
+    np.savez(workdir / "test_probs.npz", ids=dataset.test_ids, probs=probs)
+    path = postprocess.write_submission(workdir / "submission.csv", dataset.test_ids, probs > config.eval.threshold)
+    print(f"predict (step {step}): {len(source)} test images -> {path}")
+    return path

@@ -1,0 +1,42 @@
+"""Command line: `python -m hpa_jax.main --config=configs/quickstart.py --workdir=runs/x --mode=train`.
+
+Parses flags and dispatches; every `--config.a.b=v` overrides one config field.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from hpa_jax.errors import UserError
+
+MODES = ("train", "evaluate", "predict")
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and predictions.")
+flags.DEFINE_list("mode", ["train"], f"One or more of {', '.join(MODES)}, comma-separated, run in order.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    unknown = [m for m in FLAGS.mode if m not in MODES]
+    if unknown:
+        raise app.UsageError(f"unknown --mode {','.join(unknown)}; expected {', '.join(MODES)}")
+    from hpa_jax import inference, train  # after flag parsing: importing jax is slow
+
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # at absl's INFO, orbax logs every file it touches
+
+    run = {"train": train.train_and_evaluate, "evaluate": inference.evaluate, "predict": inference.predict}
+    try:
+        for mode in FLAGS.mode:
+            run[mode](FLAGS.config, FLAGS.workdir)
+    except UserError as e:
+        sys.exit(f"hpa_jax: error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,47 @@
+"""Classification heads: the paper's ACP + buffering layers, and plain GAP for the ablation.
+
+ACP (adaptive concat pooling) keeps both the mean response of a feature map and its peak:
+HPA patterns such as centrosomes or nuclear bodies are a few bright pixels that global
+average pooling alone dilutes away.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from hpa_jax.errors import ConfigError
+
+
+def adaptive_concat_pool(x: jnp.ndarray) -> jnp.ndarray:
+    """concat(global average, global max) over H, W: (B, H, W, C) -> (B, 2C), average first
+    as the 2018 winner did (fastai puts max first)."""
+    return jnp.concatenate([x.mean(axis=(1, 2)), x.max(axis=(1, 2))], axis=-1)
+
+
+class ClassifierHead(nn.Module):
+    """Pooling, then buffering FC layers (units, dropout) with ReLU, then the logits.
+
+    `pool="acp"` with `layers=((1024, 0.5),)` is the paper's ResNet50 head;
+    `pool="gap"` with no layers is the original backbone's classifier.
+    """
+
+    num_classes: int
+    pool: str = "acp"
+    layers: Sequence[Sequence[float]] = ((1024, 0.5),)
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        if self.pool == "acp":
+            h = adaptive_concat_pool(features)
+        elif self.pool == "gap":
+            h = features.mean(axis=(1, 2))
+        else:
+            raise ConfigError(f"unknown head pool {self.pool!r}: expected 'acp' or 'gap'")
+        for i, (units, rate) in enumerate(self.layers):
+            h = nn.Dense(int(units), dtype=self.dtype, name=f"buffer{i}")(h)
+            h = nn.relu(h)
+            h = nn.Dropout(float(rate), deterministic=not train)(h)
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(h)
+        return logits.astype(jnp.float32)

@@ -1,0 +1,31 @@
+"""Figures a person reads faster than numbers: training curves from `metrics.jsonl`."""
+
+import json
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on a training box
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_training_curves(metrics_path, out_path) -> pathlib.Path:
+    """Loss (train and validation) and validation macro-F1 per epoch, side by side."""
+    records = [json.loads(line) for line in pathlib.Path(metrics_path).read_text().splitlines() if line]
+    epochs = [r["epoch"] for r in records]
+    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [r["train_loss"] for r in records], "o-", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in records], "o-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax_loss.legend()
+    ax_f1.plot(epochs, [r["val_macro_f1"] for r in records], "o-", color="tab:green")
+    ax_f1.set(xlabel="epoch", ylabel="macro-F1", title="Validation macro-F1", ylim=(0, None))
+    for ax in (ax_loss, ax_f1):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out_path = pathlib.Path(out_path)
+    tmp = out_path.with_name(out_path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out_path)
+    return out_path

@@ -1,0 +1,154 @@
+"""The training loop and the sharded train step.
+
+One global batch is split over a 1-D device mesh with `shard_map`; gradients, the loss and
+BatchNorm statistics are averaged over the mesh axis, so the update is the same whether the
+batch runs on one device or eight (tests/test_train_step.py checks this).
+"""
+
+import json
+import pathlib
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
+
+from hpa_jax import checkpoint, inference, losses, optim, plots, postprocess, sharding
+from hpa_jax.data import pipeline
+from hpa_jax.data.datasets import load_dataset
+from hpa_jax.errors import ConfigError
+from hpa_jax.models import create_model_from_config
+from hpa_jax.models.resnet import MESH_AXIS
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, *,
+                       image_size: int, in_channels: int) -> TrainState:
+    """Initial params and BatchNorm statistics (params do not depend on the image size)."""
+    dummy = jnp.zeros((1, image_size, image_size, in_channels), jnp.float32)
+    variables = jax.jit(lambda r: model.init(r, dummy, train=False))(rng)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                             batch_stats=variables["batch_stats"], tx=tx)
+
+
+def make_train_step(config, mesh):
+    """jit(shard_map(step)): (state, uint8 images, labels, rng) -> (state, metrics).
+
+    Each device computes the loss of its shard; `pmean` turns the per-shard mean losses and
+    gradients into those of the global batch (shards are equal in size), and BatchNorm
+    averages its batch moments over the same axis (`axis_name` in the model).
+    """
+    mean, std, loss_name = tuple(config.data.mean), tuple(config.data.std), config.train.loss
+
+    def step(state: TrainState, images, labels, rng):
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(MESH_AXIS))
+        x = pipeline.normalize(images, mean, std)
+
+        def loss_fn(params):
+            logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=True,
+                                             rngs={"dropout": rng}, mutable=["batch_stats"])
+            return losses.per_sample_loss(loss_name, logits, labels).mean(), updates["batch_stats"]
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grads, loss = jax.lax.pmean((grads, loss), MESH_AXIS)
+        grad_norm = optax.tree.norm(grads)
+        state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        return state, {"loss": loss, "grad_norm": grad_norm}
+
+    sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(MESH_AXIS), P(MESH_AXIS), P()),
+                            out_specs=(P(), P()), check_vma=False)
+    return jax.jit(sharded, donate_argnums=0)
+
+
+def _write_json(path: pathlib.Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def train_and_evaluate(config, workdir) -> dict:
+    """Trains `config.train.num_epochs` epochs on the training folds, validating and saving a
+    checkpoint after each; resumes from the latest checkpoint in `workdir` if there is one."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(config)
+    train_idx, val_idx = dataset.split(config.data.fold)
+    _write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+    (workdir / "folds.csv").write_text("Id,fold\n" + "".join(f"{i},{f}\n" for i, f in zip(dataset.train_ids, dataset.folds)))
+
+    mesh = sharding.make_mesh()
+    sharding.check_divisible(config.train.batch_size, mesh, "train.batch_size")
+    sharding.check_divisible(config.eval.batch_size, mesh, "eval.batch_size")
+    local_batch = config.train.batch_size // jax.process_count()
+    steps_per_epoch = pipeline.steps_per_epoch(len(train_idx), config.train.batch_size)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"{len(train_idx)} training images are fewer than one batch of {config.train.batch_size}")
+    total_steps = steps_per_epoch * config.train.num_epochs
+
+    model = create_model_from_config(config)
+    tx = optim.make_optimizer(config.optim, total_steps)
+    rng = jax.random.key(config.seed)
+    state = create_train_state(model, tx, jax.random.fold_in(rng, 0), image_size=config.data.crop_size,
+                               in_channels=config.in_channels)
+    state = jax.device_put(state, sharding.replicated(mesh))
+    manager = checkpoint.checkpoint_manager(workdir, config.checkpoint.keep)
+    if manager.latest_step() is not None:
+        state = checkpoint.restore(manager, manager.latest_step(), state)
+        print(f"resumed from {manager.directory} at step {int(state.step)}")
+    train_step = make_train_step(config, mesh)
+    predict_step = inference.make_predict_step(model, config, mesh)
+    dropout_rng = jax.random.fold_in(rng, 1)
+
+    train_source = pipeline.ImageSource(dataset.train_dir, dataset.train_ids[train_idx],
+                                        dataset.train_labels[train_idx], config.data.image_size)
+    val_source = pipeline.ImageSource(dataset.train_dir, dataset.train_ids[val_idx],
+                                      dataset.train_labels[val_idx], config.data.image_size)
+    schedule = optim.learning_rate_schedule(config.optim, total_steps)
+    record = {}
+    for epoch in range(int(state.step) // steps_per_epoch, config.train.num_epochs):
+        start = time.time()
+        batches = pipeline.train_batches(train_source, batch_size=local_batch, crop_size=config.data.crop_size,
+                                         seed=config.seed, epoch=epoch, num_threads=config.data.num_threads,
+                                         prefetch=config.data.prefetch)
+        step_losses = []
+        with tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.train.num_epochs}",
+                  unit="batch", dynamic_ncols=True) as bar:
+            for batch in bar:
+                step = int(state.step)
+                images, labels = sharding.put_batch(mesh, (batch["image"], batch["labels"]))
+                state, metrics = train_step(state, images, labels, jax.random.fold_in(dropout_rng, step))
+                step_losses.append(metrics["loss"])
+                if len(step_losses) % 10 == 0:
+                    bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", lr=f"{float(schedule(step)):.2e}")
+        train_loss = float(np.mean(jax.device_get(step_losses)))
+        if not np.isfinite(train_loss):
+            raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}, step {int(state.step)}; "
+                                     f"the last good checkpoint is kept in {manager.directory}")
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        logits = inference.predict_logits(predict_step, variables, mesh, config, val_source, desc="validate")
+        record = {"epoch": epoch + 1, "step": int(state.step), "lr": float(schedule(int(state.step) - 1)),
+                  "train_loss": train_loss, "epoch_seconds": round(time.time() - start, 2),
+                  **inference.score(val_source.labels, logits, config.eval.threshold)}
+        with open(workdir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  val_loss {record['val_loss']:.4f}  "
+              f"val_macro_f1 {record['val_macro_f1']:.4f}")
+        checkpoint.save(manager, int(state.step), state, {checkpoint.BEST_METRIC: record["val_macro_f1"]})
+    manager.wait_until_finished()
+    if record:
+        plots.plot_training_curves(workdir / "metrics.jsonl", workdir / "training_curves.png")
+
+    baseline = postprocess.label_prior_baseline(train_source.labels, val_source.labels, seed=config.seed)
+    if record:
+        print(f"validation macro-F1 at threshold {config.eval.threshold}: {record['val_macro_f1']:.4f}  "
+              f"(label-prior baseline {baseline:.4f})")
+    return {**record, "label_prior_macro_f1": baseline}
