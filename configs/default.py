@@ -47,21 +47,41 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "sgd"                           # "sgd" (the paper) | "adamw"
-    c.optim.lr = 0.01
+    c.optim.lr = 0.01                              # base LR: the last layer group's (the head's)
+    c.optim.group_lr_multipliers = (1.0,)          # per layer group, encoder first, head last: [lr/3, lr] is (1/3, 1.0)
     c.optim.momentum = 0.9                         # sgd only
     c.optim.weight_decay = 1e-6                    # sgd: added to the gradient (PyTorch); adamw: decoupled
-    c.optim.min_lr = 0.0                           # end of the cosine decay
+    c.optim.l1 = 0.0                               # L1 penalty, l1 * sign(p) added to the gradient (GapNet-PL: 1e-7)
+    c.optim.schedule = "cosine"                    # "cosine": one decay over the run | "cosine_restarts": cycles (SGDR)
+    c.optim.cycle_epochs = 4                       # cosine_restarts: length of the first cycle (PyTorch's T_0)
+    c.optim.cycle_mult = 1                         # cosine_restarts: each cycle this many times the last (T_mult)
+    c.optim.min_lr = 0.0                           # end of each cosine (eta_min), times the group multiplier
+    c.optim.warmup_epochs = 0                      # linear warm-up from 0 to lr first; 0 = none
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32                        # global batch, split over all devices
     c.train.num_epochs = 12
-    c.train.loss = "bce"
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = "bce"                            # "bce" | "focal" | "bce+focal" (their sum)
+    c.loss.focal_gamma = 2.0
+    c.loss.e_alpha = 0.0                           # E-loss class weights (1-a)/(1-a^n_c); 0 = unweighted
+    c.loss.normalize_weights = True                # E-loss weights scaled to sum to num_classes
+    c.loss.hard_sample_ratio = 1.0                 # hard sampler: backprop the top ceil(ratio * B) losses; 1 = all
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 64
     c.eval.threshold = 0.5
+    c.eval.tta = (0,)                              # D4 test-time augmentations averaged: (0,) none, (0, ..., 7) all 8
     c.eval.checkpoint = "best"                     # "best" (validation macro-F1) | "latest" | a step number
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.keep = 3                          # the last N epochs, plus the best one
+
+    c.lr_find = ml_collections.ConfigDict()        # --mode=lr_find: the LR range test
+    c.lr_find.start_lr = 1e-5
+    c.lr_find.end_lr = 10.0                        # reached after num_steps unless the loss diverges first
+    c.lr_find.num_steps = 100
+    c.lr_find.smoothing = 0.98                     # EMA factor of the plotted loss
+    c.lr_find.diverge_factor = 4.0                 # stop once the smoothed loss exceeds this x its minimum
     return c

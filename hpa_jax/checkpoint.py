@@ -1,5 +1,6 @@
-"""orbax checkpoints in `{workdir}/checkpoints`: the last N epochs plus the best by validation
-macro-F1, each step saved with its validation metrics."""
+"""orbax checkpoints in `{workdir}/checkpoints`: the last N epochs, the best by validation
+macro-F1 and the end of every warm-restart cycle (snapshots to ensemble), each step saved with
+its validation metrics."""
 
 import pathlib
 
@@ -11,14 +12,16 @@ from hpa_jax.errors import CheckpointError
 BEST_METRIC = "val_macro_f1"
 
 
-def checkpoint_manager(workdir, keep: int = 3, *, must_exist: bool = False) -> ocp.CheckpointManager:
-    """`must_exist` (for evaluate/predict) turns a missing folder into a one-line error."""
+def checkpoint_manager(workdir, keep: int = 3, *, keep_steps=(), must_exist: bool = False) -> ocp.CheckpointManager:
+    """`keep_steps` are kept whatever else happens (cycle ends); `must_exist` (for
+    evaluate/predict) turns a missing folder into a one-line error."""
     directory = pathlib.Path(workdir).absolute() / "checkpoints"
     if must_exist and not directory.is_dir():
         raise CheckpointError(f"{directory}: no checkpoint found; train first (--mode=train)")
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
         ocp.checkpoint_managers.LatestN(n=keep),
         ocp.checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1),
+        ocp.checkpoint_managers.CustomSteps(steps=list(keep_steps)),
     ])
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=lambda metrics: metrics[BEST_METRIC],
                                            best_mode="max")

@@ -19,3 +19,7 @@ class ConfigError(UserError, ValueError):
 
 class CheckpointError(UserError, FileNotFoundError):
     """No checkpoint to restore where one is needed."""
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """A non-finite loss or gradient: the run stops and keeps its last good checkpoint."""

@@ -5,6 +5,7 @@ import json
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import PartitionSpec as P
@@ -14,24 +15,38 @@ from hpa_jax import checkpoint, optim, postprocess, sharding
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
-from hpa_jax.errors import DataError
+from hpa_jax.errors import ConfigError, DataError
 from hpa_jax.models import create_model_from_config
 from hpa_jax.models.resnet import MESH_AXIS
 
 
+def d4_transform(images: jnp.ndarray, k: int) -> jnp.ndarray:
+    """The k-th of the 8 dihedral transforms of (B, H, W, C) images: k % 4 quarter turns, then a
+    horizontal flip for k >= 4 (k = 0 is the identity)."""
+    images = jnp.rot90(images, k % 4, axes=(1, 2))
+    return images[:, :, ::-1] if k >= 4 else images
+
+
 def make_predict_step(model, config, mesh):
-    """jit(shard_map(forward)) in inference mode: (variables, uint8 images) -> float32 logits."""
+    """jit(shard_map(forward)) in inference mode: (variables, uint8 images) -> float32
+    probabilities, averaged over the test-time augmentations `eval.tta` (D4 indices 0..7)."""
     mean, std = tuple(config.data.mean), tuple(config.data.std)
+    transforms = tuple(int(k) for k in config.eval.tta)
+    if not transforms or any(not 0 <= k < 8 for k in transforms):
+        raise ConfigError(f"eval.tta={tuple(config.eval.tta)}: expected D4 transform indices in 0..7, e.g. (0,) "
+                          f"for none or (0, 1, 2, 3, 4, 5, 6, 7) for all eight")
 
     def forward(variables, images):
-        return model.apply(variables, pipeline.normalize(images, mean, std), train=False)
+        x = pipeline.normalize(images, mean, std)
+        probs = [jax.nn.sigmoid(model.apply(variables, d4_transform(x, k), train=False)) for k in transforms]
+        return sum(probs) / len(probs)
 
     return jax.jit(jax.shard_map(forward, mesh=mesh, in_specs=(P(), P(MESH_AXIS)), out_specs=P(MESH_AXIS),
                                  check_vma=False))
 
 
-def predict_logits(step, variables, mesh, config, source: pipeline.ImageSource, *, desc: str) -> np.ndarray:
-    """Logits (N, C) for every image of `source`, in order, with a progress bar; `step` is
+def predict_probs(step, variables, mesh, config, source: pipeline.ImageSource, *, desc: str) -> np.ndarray:
+    """Probabilities (N, C) for every image of `source`, in order, with a progress bar; `step` is
     `make_predict_step(...)`, built once per run so that it compiles once."""
     batch_size = config.eval.batch_size
     out = []
@@ -39,33 +54,32 @@ def predict_logits(step, variables, mesh, config, source: pipeline.ImageSource, 
                                     num_threads=config.data.num_threads, prefetch=config.data.prefetch)
     total = -(-len(source) // batch_size)
     for batch in tqdm(batches, total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False):
-        logits = step(variables, sharding.put_batch(mesh, batch["image"]))
-        out.append(np.asarray(jax.device_get(logits))[batch["mask"]])
+        probs = step(variables, sharding.put_batch(mesh, batch["image"]))
+        out.append(np.asarray(jax.device_get(probs))[batch["mask"]])
     return np.concatenate(out) if out else np.zeros((0, config.num_classes), np.float32)
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))
-
-
-def score(labels: np.ndarray, logits: np.ndarray, threshold: float) -> dict:
-    """Validation loss (BCE), macro-F1 and per-class F1 at a fixed threshold."""
-    logits = logits.astype(np.float64)
-    bce = np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))
-    preds = sigmoid(logits) > threshold
+def score(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
+    """Validation loss (BCE, probabilities clipped to [1e-7, 1 - 1e-7]), macro-F1 and per-class
+    F1 at a fixed threshold."""
+    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+    bce = -(labels * np.log(p) + (1 - labels) * np.log1p(-p))
+    preds = probs > threshold
     return {"val_loss": float(bce.mean()), "val_macro_f1": float(postprocess.macro_f1(labels, preds)),
             "val_per_class_f1": [round(float(f), 5) for f in postprocess.per_class_f1(labels, preds)]}
 
 
 def training_config(config, workdir) -> ml_collections.ConfigDict:
-    """The model and input-normalisation settings are those the checkpoint was trained with
-    (read from `{workdir}/config.json`), whatever the command line says; the rest is as given."""
+    """The model, optimiser (its state is in the checkpoint) and input-normalisation settings are
+    those the checkpoint was trained with (read from `{workdir}/config.json`), whatever the
+    command line says; the rest is as given."""
     saved_path = pathlib.Path(workdir) / "config.json"
     if not saved_path.is_file():
         return config
     saved = json.loads(saved_path.read_text())
     config = ml_collections.ConfigDict(config.to_dict())
     config.model = ml_collections.ConfigDict(saved["model"])
+    config.optim = ml_collections.ConfigDict(saved["optim"])
     for key in ("mean", "std", "image_size", "crop_size"):
         config.data[key] = saved["data"][key]
     return config
@@ -75,7 +89,7 @@ def restore_variables(config, workdir, which):
     """(model, variables, step) from the checkpoint `which` ('best', 'latest' or a step)."""
     model = create_model_from_config(config)
     mesh = sharding.make_mesh()
-    tx = optim.make_optimizer(config.optim, 1)
+    tx = optim.make_optimizer(config.optim, lambda step: config.optim.lr)  # only the state's structure matters
     from hpa_jax.train import create_train_state  # train imports this module
 
     abstract = jax.eval_shape(lambda: create_train_state(model, tx, jax.random.key(0), image_size=64,
@@ -97,9 +111,9 @@ def evaluate(config, workdir) -> dict:
     train_idx, val_idx = dataset.split(config.data.fold)
     source = pipeline.ImageSource(dataset.train_dir, dataset.train_ids[val_idx], dataset.train_labels[val_idx],
                                   config.data.image_size)
-    logits = predict_logits(make_predict_step(model, config, mesh), variables, mesh, config, source, desc="evaluate")
+    probs = predict_probs(make_predict_step(model, config, mesh), variables, mesh, config, source, desc="evaluate")
     result = {"checkpoint_step": step, "num_images": len(source), "threshold": config.eval.threshold,
-              **score(source.labels, logits, config.eval.threshold),
+              **score(source.labels, probs, config.eval.threshold),
               "label_prior_macro_f1": postprocess.label_prior_baseline(dataset.train_labels[train_idx],
                                                                        source.labels, seed=config.seed)}
     result["val_per_class_f1"] = dict(zip(CLASS_NAMES, result["val_per_class_f1"]))
@@ -122,9 +136,8 @@ def predict(config, workdir) -> pathlib.Path:
         raise DataError(f"{dataset.root / 'sample_submission.csv'}: missing or empty; it lists the test Ids")
     source = pipeline.ImageSource(dataset.test_dir, dataset.test_ids,
                                   np.zeros((len(dataset.test_ids), config.num_classes), np.uint8), config.data.image_size)
-    probs = sigmoid(predict_logits(make_predict_step(model, config, mesh), variables, mesh, config, source,
-                                   desc="predict"))
-    np.savez(workdir / "test_probs.npz", ids=dataset.test_ids, probs=probs)
+    probs = predict_probs(make_predict_step(model, config, mesh), variables, mesh, config, source, desc="predict")
+    np.savez(workdir / "test_probs.npz", ids=np.asarray(dataset.test_ids, str), probs=probs)
     path = postprocess.write_submission(workdir / "submission.csv", dataset.test_ids, probs > config.eval.threshold)
     print(f"predict (step {step}): {len(source)} test images -> {path}")
     return path

@@ -10,7 +10,7 @@ from ml_collections import config_flags
 
 from hpa_jax.errors import UserError
 
-MODES = ("train", "evaluate", "predict")
+MODES = ("train", "evaluate", "predict", "lr_find")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -25,12 +25,13 @@ def main(argv):
     unknown = [m for m in FLAGS.mode if m not in MODES]
     if unknown:
         raise app.UsageError(f"unknown --mode {','.join(unknown)}; expected {', '.join(MODES)}")
-    from hpa_jax import inference, train  # after flag parsing: importing jax is slow
+    from hpa_jax import inference, lr_finder, train  # after flag parsing: importing jax is slow
 
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # at absl's INFO, orbax logs every file it touches
 
-    run = {"train": train.train_and_evaluate, "evaluate": inference.evaluate, "predict": inference.predict}
+    run = {"train": train.train_and_evaluate, "evaluate": inference.evaluate, "predict": inference.predict,
+           "lr_find": lr_finder.lr_find}
     try:
         for mode in FLAGS.mode:
             run[mode](FLAGS.config, FLAGS.workdir)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from hpa_jax import checkpoint, inference, losses, optim, plots, postprocess, sharding
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
-from hpa_jax.errors import ConfigError
+from hpa_jax.errors import ConfigError, TrainingDiverged
 from hpa_jax.models import create_model_from_config
 from hpa_jax.models.resnet import MESH_AXIS
 
@@ -40,14 +40,35 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
                              batch_stats=variables["batch_stats"], tx=tx)
 
 
-def make_train_step(config, mesh):
+def class_weights_for(config, train_labels: np.ndarray) -> np.ndarray | None:
+    """E-loss weights from the class counts of the training folds, or None for an unweighted loss."""
+    if not config.loss.e_alpha:
+        return None
+    return losses.effective_number_weights(train_labels.sum(0), config.loss.e_alpha, config.loss.normalize_weights)
+
+
+def hard_sample_selection(per_sample: jnp.ndarray, ratio: float) -> tuple[jnp.ndarray, jnp.ndarray, int]:
+    """Inside the sharded step: ranks the losses of the whole global batch (gathered from every
+    device) and returns (global 0/1 selection, this shard's part of it, K). A per-device top-K
+    would train on a different set of samples than the paper's top-K of the batch."""
+    global_losses = jax.lax.all_gather(jax.lax.stop_gradient(per_sample), MESH_AXIS, tiled=True)
+    k = losses.num_hard_samples(global_losses.shape[0], ratio)
+    _, chosen = jax.lax.top_k(global_losses, k)           # ties: lower index first
+    selected = jnp.zeros_like(global_losses).at[chosen].set(1.0)
+    local = jax.lax.dynamic_slice_in_dim(selected, jax.lax.axis_index(MESH_AXIS) * per_sample.shape[0],
+                                         per_sample.shape[0])
+    return selected, local, k
+
+
+def make_train_step(config, mesh, class_weights=None):
     """jit(shard_map(step)): (state, uint8 images, labels, rng) -> (state, metrics).
 
-    Each device computes the loss of its shard; `pmean` turns the per-shard mean losses and
-    gradients into those of the global batch (shards are equal in size), and BatchNorm
-    averages its batch moments over the same axis (`axis_name` in the model).
+    Each device sums the losses of its selected samples (all of them unless the hard sampler
+    is on) over K, the number selected in the global batch; `psum` over the mesh then gives the
+    loss and gradient of the global batch whatever the device count, and BatchNorm averages its
+    batch moments over the same axis (`axis_name` in the model). `class_weights` are E-loss's.
     """
-    mean, std, loss_name = tuple(config.data.mean), tuple(config.data.std), config.train.loss
+    mean, std, loss_config = tuple(config.data.mean), tuple(config.data.std), config.loss
 
     def step(state: TrainState, images, labels, rng):
         rng = jax.random.fold_in(rng, jax.lax.axis_index(MESH_AXIS))
@@ -56,17 +77,54 @@ def make_train_step(config, mesh):
         def loss_fn(params):
             logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=True,
                                              rngs={"dropout": rng}, mutable=["batch_stats"])
-            return losses.per_sample_loss(loss_name, logits, labels).mean(), updates["batch_stats"]
+            per_sample = losses.per_sample_loss(loss_config, logits, labels, class_weights)
+            selected, local, k = hard_sample_selection(per_sample, loss_config.hard_sample_ratio)
+            return (per_sample * local).sum() / k, (updates["batch_stats"], selected)
 
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grads, loss = jax.lax.pmean((grads, loss), MESH_AXIS)
+        (loss, (batch_stats, selected)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grads, loss = jax.lax.psum((grads, loss), MESH_AXIS)
         grad_norm = optax.tree.norm(grads)
-        state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-        return state, {"loss": loss, "grad_norm": grad_norm}
+        # A non-finite step leaves the state as it was, so what the loop stops with (and never
+        # saves) is still the last good state; the host reads `finite` and stops the run.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+        return state, {"loss": loss, "grad_norm": grad_norm, "finite": finite, "hard_selected": selected}
 
     sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(MESH_AXIS), P(MESH_AXIS), P()),
                             out_specs=(P(), P()), check_vma=False)
     return jax.jit(sharded, donate_argnums=0)
+
+
+def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, schedule, check_every: int = 10):
+    """Runs the train step over the batches of the progress `bar`; returns the new state and the mean loss.
+
+    Device values are read back only every `check_every` steps, so the host keeps queueing work
+    ahead of the device; a non-finite step found then raises `TrainingDiverged` naming it.
+    """
+    step = int(state.step)
+    pending, losses_seen = [], []
+
+    def check():
+        host = jax.device_get(pending)
+        for s, metrics in host:
+            if not metrics["finite"]:
+                raise TrainingDiverged(f"non-finite loss or gradient at step {s + 1} (loss {metrics['loss']}, "
+                                       f"gradient norm {metrics['grad_norm']})")
+            losses_seen.append(float(metrics["loss"]))
+        pending.clear()
+        if losses_seen:
+            bar.set_postfix(loss=f"{losses_seen[-1]:.4f}", lr=f"{float(schedule(step - 1)):.2e}")
+
+    for batch in bar:
+        images, labels = sharding.put_batch(mesh, (batch["image"], batch["labels"]))
+        state, metrics = train_step(state, images, labels, jax.random.fold_in(dropout_rng, step))
+        pending.append((step, metrics))
+        step += 1
+        if len(pending) == check_every:
+            check()
+    check()
+    return state, float(np.mean(losses_seen)) if losses_seen else float("nan")
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
@@ -92,19 +150,21 @@ def train_and_evaluate(config, workdir) -> dict:
     steps_per_epoch = pipeline.steps_per_epoch(len(train_idx), config.train.batch_size)
     if steps_per_epoch == 0:
         raise ConfigError(f"{len(train_idx)} training images are fewer than one batch of {config.train.batch_size}")
-    total_steps = steps_per_epoch * config.train.num_epochs
+    schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch=steps_per_epoch,
+                                            num_epochs=config.train.num_epochs)
 
     model = create_model_from_config(config)
-    tx = optim.make_optimizer(config.optim, total_steps)
+    tx = optim.make_optimizer(config.optim, schedule)
     rng = jax.random.key(config.seed)
     state = create_train_state(model, tx, jax.random.fold_in(rng, 0), image_size=config.data.crop_size,
                                in_channels=config.in_channels)
     state = jax.device_put(state, sharding.replicated(mesh))
-    manager = checkpoint.checkpoint_manager(workdir, config.checkpoint.keep)
+    cycle_end_steps = [e * steps_per_epoch for e in optim.cycle_end_epochs(config.optim, config.train.num_epochs)]
+    manager = checkpoint.checkpoint_manager(workdir, config.checkpoint.keep, keep_steps=cycle_end_steps)
     if manager.latest_step() is not None:
         state = checkpoint.restore(manager, manager.latest_step(), state)
         print(f"resumed from {manager.directory} at step {int(state.step)}")
-    train_step = make_train_step(config, mesh)
+    train_step = make_train_step(config, mesh, class_weights_for(config, dataset.train_labels[train_idx]))
     predict_step = inference.make_predict_step(model, config, mesh)
     dropout_rng = jax.random.fold_in(rng, 1)
 
@@ -112,32 +172,27 @@ def train_and_evaluate(config, workdir) -> dict:
                                         dataset.train_labels[train_idx], config.data.image_size)
     val_source = pipeline.ImageSource(dataset.train_dir, dataset.train_ids[val_idx],
                                       dataset.train_labels[val_idx], config.data.image_size)
-    schedule = optim.learning_rate_schedule(config.optim, total_steps)
     record = {}
     for epoch in range(int(state.step) // steps_per_epoch, config.train.num_epochs):
         start = time.time()
         batches = pipeline.train_batches(train_source, batch_size=local_batch, crop_size=config.data.crop_size,
                                          seed=config.seed, epoch=epoch, num_threads=config.data.num_threads,
                                          prefetch=config.data.prefetch)
-        step_losses = []
-        with tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.train.num_epochs}",
-                  unit="batch", dynamic_ncols=True) as bar:
-            for batch in bar:
-                step = int(state.step)
-                images, labels = sharding.put_batch(mesh, (batch["image"], batch["labels"]))
-                state, metrics = train_step(state, images, labels, jax.random.fold_in(dropout_rng, step))
-                step_losses.append(metrics["loss"])
-                if len(step_losses) % 10 == 0:
-                    bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", lr=f"{float(schedule(step)):.2e}")
-        train_loss = float(np.mean(jax.device_get(step_losses)))
-        if not np.isfinite(train_loss):
-            raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}, step {int(state.step)}; "
-                                     f"the last good checkpoint is kept in {manager.directory}")
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.train.num_epochs}", unit="batch",
+                   dynamic_ncols=True)
+        try:
+            state, train_loss = run_epoch(train_step, state, bar, mesh, dropout_rng, schedule)
+        except TrainingDiverged as e:
+            raise TrainingDiverged(f"{e} (epoch {epoch + 1}); nothing after it was saved, the last good checkpoint "
+                                   f"is step {manager.latest_step()} in {manager.directory}") from None
+        finally:
+            bar.close()
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        logits = inference.predict_logits(predict_step, variables, mesh, config, val_source, desc="validate")
-        record = {"epoch": epoch + 1, "step": int(state.step), "lr": float(schedule(int(state.step) - 1)),
+        probs = inference.predict_probs(predict_step, variables, mesh, config, val_source, desc="validate")
+        record = {"epoch": epoch + 1, "step": int(state.step), "cycle_end": int(state.step) in cycle_end_steps,
+                  "lr": float(schedule(int(state.step) - 1)),
                   "train_loss": train_loss, "epoch_seconds": round(time.time() - start, 2),
-                  **inference.score(val_source.labels, logits, config.eval.threshold)}
+                  **inference.score(val_source.labels, probs, config.eval.threshold)}
         with open(workdir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  val_loss {record['val_loss']:.4f}  "

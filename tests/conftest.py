@@ -2,9 +2,15 @@
 
 import os
 import pathlib
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA's CPU compiler is the slowest part of these tests; a persistent compilation cache lets
+# tests (and the command-line runs they start, which inherit the environment) that build the
+# same programs compile them once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "hpa_jax_test_xla_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
 
@@ -18,14 +24,3 @@ def shared_data() -> pathlib.Path:
         pytest.skip(f"real HPA sample data not found at {SHARED_DATA} (../shared/data beside the repo)")
     return SHARED_DATA
 
-
-def pytest_configure(config):
-    """XLA's CPU compiler is the slowest part of these tests; a persistent compilation cache
-    lets tests that build the same programs (model init, train step) compile them once."""
-    import tempfile
-
-    import jax
-
-    cache = os.environ.get("HPA_JAX_TEST_XLA_CACHE", os.path.join(tempfile.gettempdir(), "hpa_jax_test_xla_cache"))
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -3,19 +3,17 @@
 import jax
 import numpy as np
 
-from hpa_jax import checkpoint, inference, optim, sharding
+from hpa_jax import checkpoint, inference, sharding
 from hpa_jax.models import create_model_from_config
-from hpa_jax.train import create_train_state, make_train_step
-from test_train_step import tiny_config
+from hpa_jax.train import make_train_step
+from test_train_step import initial_state, tiny_config
 
 
 def test_restore_is_bit_identical(tmp_path):
     config = tiny_config()
     mesh = sharding.make_mesh()
     model = create_model_from_config(config)
-    state = create_train_state(model, optim.make_optimizer(config.optim, 10), jax.random.key(0), image_size=32,
-                               in_channels=4)
-    state = jax.device_put(state, sharding.replicated(mesh))
+    state = initial_state(config, mesh)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (16, 32, 32, 4), dtype=np.uint8)
     labels = (rng.random((16, 28)) < 0.2).astype(np.uint8)
@@ -40,14 +38,15 @@ def test_restore_is_bit_identical(tmp_path):
     np.testing.assert_array_equal(np.asarray(predict(saved, test_images)), np.asarray(predict(restored, test_images)))
 
 
-def test_keeps_last_n_and_the_best(tmp_path):
-    """orbax's preservation policy keeps the last `keep` steps plus the best-scoring one."""
-    manager = checkpoint.checkpoint_manager(tmp_path, keep=2)
+def test_keeps_last_n_the_best_and_cycle_ends(tmp_path):
+    """orbax's preservation policy keeps the last `keep` steps, the best-scoring one and the
+    given cycle-end steps."""
+    manager = checkpoint.checkpoint_manager(tmp_path, keep=2, keep_steps=[1])
     state = {"w": np.arange(3.0)}
     for step, f1 in enumerate([0.1, 0.9, 0.3, 0.2, 0.4], start=1):
         checkpoint.save(manager, step, state, {checkpoint.BEST_METRIC: f1})
     manager.wait_until_finished()
-    assert sorted(manager.all_steps()) == [2, 4, 5]
+    assert sorted(manager.all_steps()) == [1, 2, 4, 5]
     reader = checkpoint.checkpoint_manager(tmp_path, must_exist=True)
     assert checkpoint.resolve_step(reader, "best") == 2
     assert checkpoint.resolve_step(reader, "latest") == 5

@@ -1,13 +1,19 @@
-"""The sharded train step is the single-device step on the same global batch."""
+"""The sharded train step is the single-device step on the same global batch, with E-loss,
+focal loss, two layer groups and the hard sampler ranking the whole global batch."""
 
 import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
 
 from configs import quickstart
-from hpa_jax import optim, sharding
+from hpa_jax import losses, optim, sharding
+from hpa_jax.data.pipeline import normalize
+from hpa_jax.errors import TrainingDiverged
 from hpa_jax.models import create_model_from_config
-from hpa_jax.train import create_train_state, make_train_step
+from hpa_jax.models.resnet import MESH_AXIS
+from hpa_jax.train import create_train_state, make_train_step, run_epoch
 
 
 def tiny_config():
@@ -22,40 +28,81 @@ def tiny_config():
     return config
 
 
-def run_steps(config, devices, images, labels, num_steps=2):
+def initial_state(config, mesh):
+    tx = optim.make_optimizer(config.optim, lambda step: config.optim.lr)
+    state = create_train_state(create_model_from_config(config), tx, jax.random.key(0), image_size=32, in_channels=4)
+    return jax.device_put(state, sharding.replicated(mesh))
+
+
+def random_batches(num, batch=16, seed=0, dtype=np.uint8):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (num, batch, 32, 32, 4), dtype=np.uint8)
+    labels = (rng.random((num, batch, 28)) < 0.2).astype(dtype)
+    return images, labels
+
+
+def run_steps(config, devices, images, labels, class_weights):
     mesh = sharding.make_mesh(devices)
+    state = initial_state(config, mesh)
+    step = make_train_step(config, mesh, class_weights)
+    history = []
+    for i in range(len(images)):
+        state, metrics = step(state, *sharding.put_batch(mesh, (images[i], labels[i])), jax.random.key(i))
+        history.append(jax.device_get(metrics))
+    return jax.device_get(state), history
+
+
+def brute_force_selection(config, class_weights, images, labels, k):
+    """Top-K of the global batch's per-sample losses, recomputed on the host with a stable sort."""
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    state = initial_state(config, mesh)
     model = create_model_from_config(config)
-    tx = optim.make_optimizer(config.optim, total_steps=10)
-    state = create_train_state(model, tx, jax.random.key(0), image_size=32, in_channels=4)
-    state = jax.device_put(state, sharding.replicated(mesh))
-    step = make_train_step(config, mesh)
-    losses = []
-    for i in range(num_steps):
-        batch = sharding.put_batch(mesh, (images[i], labels[i]))
-        state, metrics = step(state, *batch, jax.random.key(i))
-        losses.append(float(metrics["loss"]))
-    return jax.device_get(state), losses
+
+    def forward(variables, x):  # train mode: BatchNorm uses the batch's statistics, as in the step
+        return model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})[0]
+
+    forward = jax.shard_map(forward, mesh=mesh, in_specs=(P(), P(MESH_AXIS)), out_specs=P(MESH_AXIS))
+    logits = forward({"params": state.params, "batch_stats": state.batch_stats},
+                     normalize(sharding.put_batch(mesh, images), config.data.mean, config.data.std))
+    per_sample = np.asarray(losses.per_sample_loss(config.loss, logits, labels, class_weights), np.float64)
+    chosen = np.argsort(-per_sample, kind="stable")[:k]
+    mask = np.zeros(len(per_sample))
+    mask[chosen] = 1
+    return mask, per_sample
 
 
-def test_eight_devices_equal_one_device():
+def test_eight_devices_equal_one_device_with_e_loss_and_hard_sampler():
     assert jax.device_count() == 8, "tests/conftest.py sets 8 simulated CPU devices"
     config = tiny_config()
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (2, 16, 32, 32, 4), dtype=np.uint8)
-    labels = (rng.random((2, 16, 28)) < 0.2).astype(np.uint8)
-    one, one_losses = run_steps(config, jax.devices()[:1], images, labels)
-    eight, eight_losses = run_steps(config, jax.devices(), images, labels)
-    np.testing.assert_allclose(eight_losses, one_losses, rtol=1e-5)
+    config.loss.name = "bce+focal"
+    config.loss.e_alpha = 0.99
+    config.loss.hard_sample_ratio = 0.5
+    config.optim.group_lr_multipliers = (0.5, 1.0)
+    images, labels = random_batches(2)
+    class_weights = losses.effective_number_weights(labels.reshape(-1, 28).sum(0) * 100, 0.99)
+    one, one_history = run_steps(config, jax.devices()[:1], images, labels, class_weights)
+    eight, eight_history = run_steps(config, jax.devices(), images, labels, class_weights)
+
+    np.testing.assert_allclose([m["loss"] for m in eight_history], [m["loss"] for m in one_history], rtol=1e-5)
     for name in ("params", "batch_stats"):
         flat_one = jax.tree_util.tree_leaves_with_path(getattr(one, name))
         flat_eight = jax.tree.leaves(getattr(eight, name))
         for (path, a), b in zip(flat_one, flat_eight):
             np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-6, err_msg=f"{name}{jax.tree_util.keystr(path)}")
+
+    # The first step's selection is the top 8 of 16 of the whole batch, as a host-side sort finds it.
+    expected, per_sample = brute_force_selection(config, class_weights, images[0], labels[0], k=8)
+    np.testing.assert_array_equal(one_history[0]["hard_selected"], expected)
+    np.testing.assert_array_equal(eight_history[0]["hard_selected"], expected)
+    assert one_history[0]["loss"] == pytest.approx(np.sort(per_sample)[-8:].mean(), rel=1e-5)
+    # Split over 8 devices (2 samples each), a per-device top-1 would differ from the global top 8.
+    per_device = np.zeros(16)
+    per_device[np.arange(8) * 2 + per_sample.reshape(8, 2).argmax(1)] = 1
+    assert not np.array_equal(per_device, expected)
+
     # The step did change the params and the running statistics (the comparison is not vacuous).
-    init = create_train_state(create_model_from_config(config), optim.make_optimizer(config.optim, 10),
-                              jax.random.key(0), image_size=32, in_channels=4)
-    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(init.batch_stats), jax.tree.leaves(one.batch_stats))]
-    assert all(moved)
+    init = jax.device_get(initial_state(config, sharding.make_mesh(jax.devices()[:1])))
+    assert all(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(init.batch_stats), jax.tree.leaves(one.batch_stats)))
     assert not np.allclose(init.params["head"]["fc"]["kernel"], one.params["head"]["fc"]["kernel"])
 
 
@@ -63,3 +110,23 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
     mesh = sharding.make_mesh()
     with pytest.raises(ValueError, match="not divisible by the 8 devices"):
         sharding.check_divisible(12, mesh, "train.batch_size")
+
+
+def test_non_finite_step_keeps_the_state_and_stops_naming_the_step():
+    config = tiny_config()
+    mesh = sharding.make_mesh()
+    state = initial_state(config, mesh)
+    before = jax.device_get(state)
+    images, labels = random_batches(4, dtype=np.float32)
+    labels[2, 5, 3] = np.nan                           # poisons the third step's loss
+    batches = [{"image": images[i], "labels": labels[i]} for i in range(4)]
+    step = make_train_step(config, mesh)
+
+    bad_state, metrics = step(state, *sharding.put_batch(mesh, (images[2], labels[2])), jax.random.key(0))
+    assert not bool(metrics["finite"])
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(bad_state))):
+        np.testing.assert_array_equal(a, b)
+
+    state = jax.device_put(before, sharding.replicated(mesh))
+    with pytest.raises(TrainingDiverged, match="non-finite loss or gradient at step 3"):
+        run_epoch(step, state, tqdm(batches, disable=True), mesh, jax.random.key(1), lambda s: 0.1, check_every=2)
