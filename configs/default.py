@@ -22,8 +22,18 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.source = "kaggle"                       # "kaggle" (a folder in the Kaggle layout) | "synthetic"
     c.data.dir = config_dict.placeholder(str)      # required for "kaggle": train.csv, train/, test/, sample_submission.csv
+    c.data.format = "png"                          # channel files: "png" (Kaggle) | "tif" (full-size originals) | "jpg" (HPAv18)
+    c.data.yellow = "mean_rg"                      # jpg: yellow plane from the RGB yellow file: "mean_rg" | "red" | "green"
+    c.data.depth16 = "linear"                      # tif: 16 -> 8 bit: "linear" (x / 257) | "percentile" (0.1-99.9% stretch)
+    c.data.resample = "lanczos"                    # resize filter: "lanczos" | "bilinear" | "box"
     c.data.image_size = 0                          # resize every image to this square size first; 0 keeps it
     c.data.crop_size = 512                         # random training crop; evaluation sees the whole image
+    c.data.duplicates = "none"                     # near-duplicates by green-channel pHash: "none" | "drop" (paper) | "same_fold"
+    c.data.duplicate_distance = 6                  # max Hamming distance of the 64-bit hashes to call two images duplicates
+    c.data.duplicate_cache = config_dict.placeholder(str)  # hash cache folder; default: $HPA_JAX_CACHE or ~/.cache/hpa_jax
+    c.data.oversample_max_factor = 1               # minority oversampling of the training split: repeat x <= this; 1 = off
+    c.data.oversample_target = 0                   # class count the rarest class of a sample is raised towards; 0 = median
+    c.data.oversample_rounding = "nearest"         # "nearest" | "stochastic" (seeded)
     c.data.num_folds = 5                           # multi-label stratified folds (iterstrat)
     c.data.fold = 0                                # the fold held out for validation
     c.data.mean = HPA_MEAN
@@ -61,6 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32                        # global batch, split over all devices
     c.train.num_epochs = 12
+    c.train.accumulation_steps = 1                 # micro-batches per step (gradient accumulation); must divide the per-device batch
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "bce"                            # "bce" | "focal" | "bce+focal" (their sum)
@@ -72,6 +83,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 64
     c.eval.threshold = 0.5
+    c.eval.threshold_method = "greedy"             # thresholds fitted by cv/evaluate: "greedy" (paper) | "single" | "label_rate"
+    c.eval.force_one = False                       # switch on the most probable class of an image left with no label
     c.eval.tta = (0,)                              # D4 test-time augmentations averaged: (0,) none, (0, ..., 7) all 8
     c.eval.checkpoint = "best"                     # "best" (validation macro-F1) | "latest" | a step number
 

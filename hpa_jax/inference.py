@@ -11,7 +11,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from hpa_jax import checkpoint, optim, postprocess, sharding
+from hpa_jax import checkpoint, optim, postprocess, report, sharding
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
@@ -103,20 +103,29 @@ def restore_variables(config, workdir, which):
 
 
 def evaluate(config, workdir) -> dict:
-    """Scores the restored checkpoint on the validation fold; writes `eval_metrics.json`."""
+    """Scores the restored checkpoint on the validation fold; writes `eval_metrics.json` and a
+    `report.md` whose fitted thresholds are fitted on this fold itself (in-sample: use
+    `--mode=cv` for an honest estimate)."""
     workdir = pathlib.Path(workdir)
     config = training_config(config, workdir)
     model, mesh, variables, step = restore_variables(config, workdir, config.eval.checkpoint)
     dataset = load_dataset(config)
     train_idx, val_idx = dataset.split(config.data.fold)
-    source = pipeline.ImageSource(dataset.train_dir, dataset.train_ids[val_idx], dataset.train_labels[val_idx],
-                                  config.data.image_size)
+    source = dataset.train_source(val_idx, config.data)
     probs = predict_probs(make_predict_step(model, config, mesh), variables, mesh, config, source, desc="evaluate")
     result = {"checkpoint_step": step, "num_images": len(source), "threshold": config.eval.threshold,
               **score(source.labels, probs, config.eval.threshold),
               "label_prior_macro_f1": postprocess.label_prior_baseline(dataset.train_labels[train_idx],
                                                                        source.labels, seed=config.seed)}
     result["val_per_class_f1"] = dict(zip(CLASS_NAMES, result["val_per_class_f1"]))
+    thresholds, result["val_macro_f1_fitted_in_sample"] = postprocess.search_thresholds(
+        probs, source.labels, method=config.eval.threshold_method)
+    curves = "training_curves.png" if (workdir / "training_curves.png").is_file() else None
+    report.write_report(workdir, title=f"Evaluation of step {step}, fold {config.data.fold}", labels=source.labels,
+                        probs=probs, thresholds=thresholds, training_curves=curves,
+                        fit_note=f"Thresholds ({config.eval.threshold_method}) fitted on these same images: "
+                                 "optimistic; `--mode=cv` gives a cross-fitted estimate.",
+                        summary_rows=[("label-prior baseline", f"{result['label_prior_macro_f1']:.4f}")])
     path = workdir / "eval_metrics.json"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
@@ -134,10 +143,10 @@ def predict(config, workdir) -> pathlib.Path:
     dataset = load_dataset(config)
     if not len(dataset.test_ids):
         raise DataError(f"{dataset.root / 'sample_submission.csv'}: missing or empty; it lists the test Ids")
-    source = pipeline.ImageSource(dataset.test_dir, dataset.test_ids,
-                                  np.zeros((len(dataset.test_ids), config.num_classes), np.uint8), config.data.image_size)
+    source = dataset.test_source(config.data)
     probs = predict_probs(make_predict_step(model, config, mesh), variables, mesh, config, source, desc="predict")
     np.savez(workdir / "test_probs.npz", ids=np.asarray(dataset.test_ids, str), probs=probs)
-    path = postprocess.write_submission(workdir / "submission.csv", dataset.test_ids, probs > config.eval.threshold)
+    preds = postprocess.apply_thresholds(probs, config.eval.threshold, config.eval.force_one)
+    path = postprocess.write_submission(workdir / "submission.csv", dataset.test_ids, preds)
     print(f"predict (step {step}): {len(source)} test images -> {path}")
     return path

@@ -25,9 +25,13 @@ def effective_number_weights(counts, alpha: float, normalize: bool = True) -> np
     apply; without it they are the paper's raw 1/Q_n (1 for a class of one sample, 1 - alpha
     for a huge one). alpha = 0 gives unit weights: the plain, unweighted loss.
 
-    A class with no sample (n_c = 0, e.g. one absent from a small training fold) would get
-    1/Q_0 = 1/0; it gets the weight of n_c = 1 instead, the largest finite weight, since
-    1/Q_n falls as n grows: a class never seen is at least as rare as one seen once.
+    A class with no sample (n_c = 0: absent from a small training fold, or one the synthetic
+    dataset never draws) would get 1/Q_0 = 1/0; it gets the smallest weight of the classes
+    present, that of the commonest. Its column holds only negatives: the model should learn to
+    leave it off (weight 0 would leave its logit at chance, labelling every test image with it),
+    but the largest weight (that of n_c = 1) would make "never predict it" the loss's main
+    concern: on the quickstart, whose data has 18 of the 28 classes, that choice kept
+    validation macro-F1 near 0.04 after 9 epochs.
 
     Float64 numpy: the counts are data fixed before training, not traced values, and
     1 - alpha**n loses digits in float32 for alpha close to 1.
@@ -37,7 +41,11 @@ def effective_number_weights(counts, alpha: float, normalize: bool = True) -> np
         raise ConfigError(f"E-loss alpha must be in [0, 1), got {alpha}")
     if counts.ndim != 1 or np.any(counts < 0):
         raise ValueError(f"class counts must be a 1-D array of non-negative numbers, got {counts}")
+    if alpha == 0.0:
+        return np.ones_like(counts)
     weights = (1.0 - alpha) / (1.0 - alpha ** np.maximum(counts, 1.0))
+    if np.any(counts > 0):
+        weights = np.where(counts > 0, weights, weights[counts > 0].min())
     return weights * (len(weights) / weights.sum()) if normalize else weights
 
 

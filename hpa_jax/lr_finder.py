@@ -19,7 +19,7 @@ from hpa_jax import optim, sharding
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.models import create_model_from_config
-from hpa_jax.train import create_train_state, make_train_step
+from hpa_jax.train import class_weights_for, create_train_state, make_train_step
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -62,9 +62,8 @@ def lr_find(config, workdir) -> dict:
     state = create_train_state(model, tx, jax.random.key(config.seed), image_size=config.data.crop_size,
                                in_channels=config.in_channels)
     state = jax.device_put(state, sharding.replicated(mesh))
-    train_step = make_train_step(config, mesh)
-    source = pipeline.ImageSource(dataset.train_dir, dataset.train_ids[train_idx], dataset.train_labels[train_idx],
-                                  config.data.image_size)
+    train_step = make_train_step(config, mesh, class_weights_for(config, dataset.train_labels[train_idx]))
+    source = dataset.train_source(train_idx, config.data)
     local_batch = config.train.batch_size // jax.process_count()
 
     def endless_batches():

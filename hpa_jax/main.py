@@ -3,6 +3,7 @@
 Parses flags and dispatches; every `--config.a.b=v` overrides one config field.
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -10,7 +11,7 @@ from ml_collections import config_flags
 
 from hpa_jax.errors import UserError
 
-MODES = ("train", "evaluate", "predict", "lr_find")
+MODES = ("train", "evaluate", "predict", "lr_find", "cv")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -25,13 +26,19 @@ def main(argv):
     unknown = [m for m in FLAGS.mode if m not in MODES]
     if unknown:
         raise app.UsageError(f"unknown --mode {','.join(unknown)}; expected {', '.join(MODES)}")
-    from hpa_jax import inference, lr_finder, train  # after flag parsing: importing jax is slow
+    import jax  # after flag parsing: importing jax is slow
+
+    from hpa_jax import cv, inference, lr_finder, train
+    from hpa_jax.data.datasets import default_cache_dir
 
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # at absl's INFO, orbax logs every file it touches
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        # Compiled programs are reused across runs, folds and modes (minutes for a full-size model on a GPU).
+        jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
 
     run = {"train": train.train_and_evaluate, "evaluate": inference.evaluate, "predict": inference.predict,
-           "lr_find": lr_finder.lr_find}
+           "lr_find": lr_finder.lr_find, "cv": cv.cross_validate}
     try:
         for mode in FLAGS.mode:
             run[mode](FLAGS.config, FLAGS.workdir)

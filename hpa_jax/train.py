@@ -20,7 +20,8 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from hpa_jax import checkpoint, inference, losses, optim, plots, postprocess, sharding
-from hpa_jax.data import pipeline
+from hpa_jax.classes import CLASS_NAMES
+from hpa_jax.data import oversample, pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.errors import ConfigError, TrainingDiverged
 from hpa_jax.models import create_model_from_config
@@ -60,6 +61,17 @@ def hard_sample_selection(per_sample: jnp.ndarray, ratio: float) -> tuple[jnp.nd
     return selected, local, k
 
 
+def check_accumulation_steps(per_device_batch: int, accumulation_steps) -> int:
+    """`train.accumulation_steps` as an int; a ConfigError unless it is a positive divisor of the
+    per-device batch, which each device splits into that many equal micro-batches."""
+    if isinstance(accumulation_steps, bool) or accumulation_steps != int(accumulation_steps) or accumulation_steps < 1:
+        raise ConfigError(f"train.accumulation_steps must be a positive integer, got {accumulation_steps!r}")
+    if per_device_batch % accumulation_steps:
+        raise ConfigError(f"the per-device batch of {per_device_batch} images is not divisible by "
+                          f"train.accumulation_steps={accumulation_steps}; use a divisor of it")
+    return int(accumulation_steps)
+
+
 def make_train_step(config, mesh, class_weights=None):
     """jit(shard_map(step)): (state, uint8 images, labels, rng) -> (state, metrics).
 
@@ -67,8 +79,44 @@ def make_train_step(config, mesh, class_weights=None):
     is on) over K, the number selected in the global batch; `psum` over the mesh then gives the
     loss and gradient of the global batch whatever the device count, and BatchNorm averages its
     batch moments over the same axis (`axis_name` in the model). `class_weights` are E-loss's.
+
+    Gradient accumulation, `train.accumulation_steps` = A > 1 (A = 1 is the plain step above,
+    unchanged): each device splits its shard of b = B/D images into A micro-batches of b/A and
+    runs them one after the other (`lax.scan`), so activations are those of B/A images; then one
+    optimizer update is applied with the summed gradient of sum(selected losses)/K over all B.
+    - Micro-batch j is the shard's rows j, j+A, j+2A, ... Shards are contiguous blocks of b (a
+      multiple of A), so that is the global samples j, j+A, j+2A, ...: the same set whatever the
+      device count, and the step stays device-count independent. The global sample order
+      (`hard_selected`, top-K ties) is the unaccumulated one: device-major, then shard row.
+    - Hard sampler: the top K = ceil(ratio * B) are ranked over the whole accumulated batch. A
+      first, forward-only pass over the A micro-batches gives every sample's loss; the selection
+      is made once on the B losses gathered over devices (ties: lower global index first); the
+      second pass (forward + backward per micro-batch) weights each sample by selected/K. Both
+      passes use the same params, BatchNorm batches and dropout keys, so the losses ranked are
+      the losses differentiated. With K = B (ratio 1) the first pass is skipped.
+    - BatchNorm normalises each micro-batch with its own moments (averaged over the devices'
+      j-th micro-batches), as PyTorch's gradient accumulation does; so for a BN network the
+      update equals the large-batch step's exactly only where micro-batch moments equal the
+      batch's (e.g. a batch of A copies of one micro-batch), otherwise it is the gradient of the
+      same objective with B/A-image BN statistics. The running statistics are updated once per
+      step with the mean of the A micro-batches' moments (not PyTorch's A sequential updates),
+      so they move at the configured momentum per optimizer step whatever A, as with A = 1.
+    - Dropout: micro-batch j's key is the device's key folded with j (masks differ from A = 1's).
     """
     mean, std, loss_config = tuple(config.data.mean), tuple(config.data.std), config.loss
+    accumulation = config.train.get("accumulation_steps", 1)
+    if config.train.batch_size % mesh.size == 0:   # otherwise train_and_evaluate's check_divisible reports it
+        accumulation = check_accumulation_steps(config.train.batch_size // mesh.size, accumulation)
+
+    def finish(state: TrainState, grads, loss, batch_stats, selected):
+        grads, loss = jax.lax.psum((grads, loss), MESH_AXIS)
+        grad_norm = optax.tree.norm(grads)
+        # A non-finite step leaves the state as it was, so what the loop stops with (and never
+        # saves) is still the last good state; the host reads `finite` and stops the run.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+        return state, {"loss": loss, "grad_norm": grad_norm, "finite": finite, "hard_selected": selected}
 
     def step(state: TrainState, images, labels, rng):
         rng = jax.random.fold_in(rng, jax.lax.axis_index(MESH_AXIS))
@@ -82,17 +130,52 @@ def make_train_step(config, mesh, class_weights=None):
             return (per_sample * local).sum() / k, (updates["batch_stats"], selected)
 
         (loss, (batch_stats, selected)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grads, loss = jax.lax.psum((grads, loss), MESH_AXIS)
-        grad_norm = optax.tree.norm(grads)
-        # A non-finite step leaves the state as it was, so what the loop stops with (and never
-        # saves) is still the last good state; the host reads `finite` and stops the run.
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-        state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
-        return state, {"loss": loss, "grad_norm": grad_norm, "finite": finite, "hard_selected": selected}
+        return finish(state, grads, loss, batch_stats, selected)
 
-    sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(MESH_AXIS), P(MESH_AXIS), P()),
-                            out_specs=(P(), P()), check_vma=False)
+    def accumulated_step(state: TrainState, images, labels, rng):
+        shard = images.shape[0]
+        steps = check_accumulation_steps(shard, accumulation)
+        global_batch = shard * mesh.shape[MESH_AXIS]
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(MESH_AXIS))
+
+        def split(x):  # (b, ...) -> (A, b/A, ...): micro-batch j = the shard's rows j, j+A, j+2A, ...
+            return x.reshape(shard // steps, steps, *x.shape[1:]).swapaxes(0, 1)
+
+        micro_batches = (split(images), split(labels), jnp.arange(steps))
+
+        def forward(params, images_j, labels_j, j):
+            logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
+                                             pipeline.normalize(images_j, mean, std), train=True,
+                                             rngs={"dropout": jax.random.fold_in(rng, j)}, mutable=["batch_stats"])
+            return losses.per_sample_loss(loss_config, logits, labels_j, class_weights), updates["batch_stats"]
+
+        k = losses.num_hard_samples(global_batch, loss_config.hard_sample_ratio)
+        if k < global_batch:   # first pass: every sample's loss, then one selection over the whole batch
+            _, per_sample = jax.lax.scan(lambda _, xs: (None, forward(state.params, *xs)[0]), None, micro_batches)
+            per_sample = per_sample.swapaxes(0, 1).reshape(shard)   # back to the shard's row order
+            selected, local, k = hard_sample_selection(per_sample, loss_config.hard_sample_ratio)
+            weights = split(local)
+        else:
+            selected = jnp.ones((global_batch,), jnp.float32)
+            weights = jnp.ones((steps, shard // steps), jnp.float32)
+
+        def accumulate(carry, xs):
+            *batch, w = xs
+
+            def loss_fn(params):
+                per_sample, batch_stats = forward(params, *batch)
+                return (per_sample * w).sum() / k, batch_stats
+
+            (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+            return jax.tree.map(jnp.add, carry, (grads, loss, batch_stats)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, (state.params, jnp.zeros((), jnp.float32), state.batch_stats))
+        (grads, loss, batch_stats), _ = jax.lax.scan(accumulate, zeros, (*micro_batches, weights))
+        batch_stats = jax.tree.map(lambda s: s / steps, batch_stats)
+        return finish(state, grads, loss, batch_stats, selected)
+
+    sharded = jax.shard_map(step if accumulation == 1 else accumulated_step, mesh=mesh,
+                            in_specs=(P(), P(MESH_AXIS), P(MESH_AXIS), P()), out_specs=(P(), P()), check_vma=False)
     return jax.jit(sharded, donate_argnums=0)
 
 
@@ -127,6 +210,18 @@ def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, sched
     return state, float(np.mean(losses_seen)) if losses_seen else float("nan")
 
 
+def oversampled_rows(config, labels: np.ndarray, train_idx: np.ndarray) -> np.ndarray:
+    """The training rows, minority samples repeated (`data.oversample_*`; the validation fold is
+    never touched). E-loss weights and the label-prior baseline keep the unique images' counts."""
+    if config.data.oversample_max_factor <= 1:
+        return train_idx
+    local = oversample.oversample_indices(labels[train_idx], max_factor=config.data.oversample_max_factor,
+                                          target_count=config.data.oversample_target or None,
+                                          rounding=config.data.oversample_rounding, seed=config.seed)
+    print(oversample.summary(labels[train_idx], local, CLASS_NAMES))
+    return train_idx[local]
+
+
 def _write_json(path: pathlib.Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
@@ -147,7 +242,8 @@ def train_and_evaluate(config, workdir) -> dict:
     sharding.check_divisible(config.train.batch_size, mesh, "train.batch_size")
     sharding.check_divisible(config.eval.batch_size, mesh, "eval.batch_size")
     local_batch = config.train.batch_size // jax.process_count()
-    steps_per_epoch = pipeline.steps_per_epoch(len(train_idx), config.train.batch_size)
+    train_rows = oversampled_rows(config, dataset.train_labels, train_idx)
+    steps_per_epoch = pipeline.steps_per_epoch(len(train_rows), config.train.batch_size)
     if steps_per_epoch == 0:
         raise ConfigError(f"{len(train_idx)} training images are fewer than one batch of {config.train.batch_size}")
     schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch=steps_per_epoch,
@@ -168,10 +264,8 @@ def train_and_evaluate(config, workdir) -> dict:
     predict_step = inference.make_predict_step(model, config, mesh)
     dropout_rng = jax.random.fold_in(rng, 1)
 
-    train_source = pipeline.ImageSource(dataset.train_dir, dataset.train_ids[train_idx],
-                                        dataset.train_labels[train_idx], config.data.image_size)
-    val_source = pipeline.ImageSource(dataset.train_dir, dataset.train_ids[val_idx],
-                                      dataset.train_labels[val_idx], config.data.image_size)
+    train_source = dataset.train_source(train_rows, config.data)
+    val_source = dataset.train_source(val_idx, config.data)
     record = {}
     for epoch in range(int(state.step) // steps_per_epoch, config.train.num_epochs):
         start = time.time()
@@ -202,7 +296,7 @@ def train_and_evaluate(config, workdir) -> dict:
     if record:
         plots.plot_training_curves(workdir / "metrics.jsonl", workdir / "training_curves.png")
 
-    baseline = postprocess.label_prior_baseline(train_source.labels, val_source.labels, seed=config.seed)
+    baseline = postprocess.label_prior_baseline(dataset.train_labels[train_idx], val_source.labels, seed=config.seed)
     if record:
         print(f"validation macro-F1 at threshold {config.eval.threshold}: {record['val_macro_f1']:.4f}  "
               f"(label-prior baseline {baseline:.4f})")

@@ -5,7 +5,10 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
+
+from hpa_jax.ensemble import read_thresholds
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
@@ -35,6 +38,7 @@ def test_train_evaluate_predict(tmp_path):
     evaluation = json.loads((workdir / "eval_metrics.json").read_text())
     assert evaluation["num_images"] == 16 and evaluation["checkpoint_step"] == records[0]["step"] == 3
     assert "label-prior baseline" in result.stdout
+    assert "| 27 | Rods & rings |" in (workdir / "report.md").read_text()
 
     submission = pd.read_csv(workdir / "submission.csv", dtype=str, keep_default_na=False)
     assert list(submission.columns) == ["Id", "Predicted"]
@@ -67,3 +71,46 @@ def test_evaluate_without_checkpoint_is_a_one_line_error(tmp_path):
                      "--mode=evaluate")
     assert result.returncode != 0
     assert "no checkpoint found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cv_then_ensemble_gives_the_same_submission(tmp_path):
+    """--mode=cv writes out-of-fold and per-fold test probabilities, thresholds and a report; the
+    ensemble command on its fold files and thresholds reproduces its submission."""
+    run = tmp_path / "cv"
+    cache = f"--config.data.synthetic.cache_dir={tmp_path / 'cache'}"
+    result = run_cli(*TINY, cache, "--config.data.num_folds=2", f"--workdir={run}", "--mode=cv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    dataset = next((tmp_path / "cache").glob("synthetic-*"))
+    train_ids = pd.read_csv(dataset / "train.csv", dtype=str)["Id"]
+
+    oof = np.load(run / "oof_probs.npz")
+    assert sorted(oof["ids"]) == sorted(train_ids) and oof["probs"].shape == (64, 28)
+    for fold in (0, 1):
+        val = np.load(run / f"fold{fold}" / "val_probs.npz")
+        rows = [list(oof["ids"]).index(i) for i in val["ids"]]
+        np.testing.assert_array_equal(oof["probs"][rows], val["probs"])
+    assert read_thresholds(run / "thresholds.json").shape == (28,)
+    text = (run / "report.md").read_text()
+    assert "cross-fitted" in text and text.count("\n| 0 | ") == 2      # fold row and class row
+    assert (run / "per_class_f1.png").stat().st_size and (run / "thresholds.png").stat().st_size
+
+    ensembled = subprocess.run(
+        [sys.executable, "-m", "hpa_jax.ensemble", "--inputs", str(run / "fold0" / "test_probs.npz"),
+         str(run / "fold1" / "test_probs.npz"), "--thresholds", str(run / "thresholds.json"),
+         "--sample_submission", str(dataset / "sample_submission.csv"), "--out", str(tmp_path / "ens")],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert ensembled.returncode == 0, ensembled.stderr[-2000:]
+    assert (tmp_path / "ens" / "submission.csv").read_text() == (run / "submission.csv").read_text()
+
+
+def test_lr_find_writes_curve_and_no_checkpoint(tmp_path):
+    workdir = tmp_path / "lrf"
+    result = run_cli(*TINY, f"--config.data.synthetic.cache_dir={tmp_path / 'cache'}", f"--workdir={workdir}",
+                     "--mode=lr_find", "--config.lr_find.num_steps=12")
+    assert result.returncode == 0, result.stderr[-3000:]
+    curve = pd.read_csv(workdir / "lr_find.csv")
+    assert list(curve.columns) == ["step", "lr", "loss", "smoothed_loss"] and 2 <= len(curve) <= 12
+    ratios = curve["lr"].to_numpy()[1:] / curve["lr"].to_numpy()[:-1]
+    assert np.allclose(ratios, (10.0 / 1e-5) ** (1 / 11), rtol=1e-4)      # exponential growth per batch
+    assert (workdir / "lr_find.png").stat().st_size > 0
+    assert not (workdir / "checkpoints").exists() and "suggested" in result.stdout

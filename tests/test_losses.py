@@ -60,9 +60,10 @@ def test_weight_span_matches_class_balanced_loss(hpa_counts):
     assert span(0.9) == pytest.approx(1.5, rel=0.05)
 
 
-def test_empty_class_gets_the_weight_of_one_sample_and_alpha_zero_is_unweighted():
+def test_empty_class_gets_the_commonest_class_weight_and_alpha_zero_is_unweighted():
     w = losses.effective_number_weights([0, 1, 10, 1000], 0.99, normalize=False)
-    assert np.all(np.isfinite(w)) and w[0] == w[1] == 1.0
+    assert np.all(np.isfinite(w)) and w[1] == 1.0 and w[0] == w[3] == pytest.approx(0.01 / (1 - 0.99 ** 1000))
+    assert losses.effective_number_weights([0, 1, 10, 1000], 0.99).sum() == pytest.approx(4.0)
     np.testing.assert_array_equal(losses.effective_number_weights([0, 1, 10, 1000], 0.0), np.ones(4))
     with pytest.raises(ConfigError):
         losses.effective_number_weights([1, 2], 1.0)

@@ -25,6 +25,10 @@ def tiny_config():
     # differences between 1 and 8 devices into visible parameter differences.
     config.optim.name = "sgd"
     config.optim.lr = 0.1
+    config.optim.group_lr_multipliers = (1.0,)
+    config.optim.schedule = "cosine"
+    config.loss.e_alpha = 0.0                 # plain BCE over the whole batch unless a test asks for more
+    config.loss.hard_sample_ratio = 1.0
     return config
 
 

@@ -8,7 +8,9 @@ import pathlib
 import numpy as np
 import pandas as pd
 
+from hpa_jax.data import duplicates
 from hpa_jax.data import folds as folds_lib
+from hpa_jax.data import pipeline
 from hpa_jax.data.kaggle import multi_hot, read_labels_csv
 from hpa_jax.errors import ConfigError, DataError
 
@@ -30,6 +32,16 @@ class HPADataset:
     @property
     def test_dir(self) -> pathlib.Path:
         return self.root / "test"
+
+    def train_source(self, rows, data_config) -> pipeline.ImageSource:
+        """The training images at `rows` (indices into train_ids) as a grain source."""
+        return pipeline.ImageSource.from_config(data_config, self.train_dir, self.train_ids[rows],
+                                                self.train_labels[rows])
+
+    def test_source(self, data_config) -> pipeline.ImageSource:
+        """The test images, unlabelled, in sample_submission.csv order."""
+        return pipeline.ImageSource.from_config(data_config, self.test_dir, self.test_ids,
+                                                np.zeros((len(self.test_ids), self.train_labels.shape[1]), np.uint8))
 
     def split(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
         """Row indices of (training, validation) for the held-out `fold`."""
@@ -60,13 +72,27 @@ def resolve_root(data_config) -> pathlib.Path:
 
 
 def load_dataset(config) -> HPADataset:
-    """Reads the label files and assigns stratified folds (seeded by `config.seed`)."""
+    """Reads the label files, handles near-duplicates (`data.duplicates`: drop them, or keep each
+    group in one fold) and assigns multi-label stratified folds (seeded by `config.seed`)."""
     root = resolve_root(config.data)
     frame = read_labels_csv(root / "train.csv")
+    ids = frame["Id"].to_numpy()
     labels = multi_hot(frame["labels"], config.num_classes)
-    folds = folds_lib.stratified_folds(labels, config.data.num_folds, config.seed)
+    duplicates.check_policy(config.data.duplicates)
+    groups = None
+    if config.data.duplicates != "none":
+        cache = duplicates.cache_file(config.data.duplicate_cache or default_cache_dir(), root / "train",
+                                      fmt=config.data.format)
+        hashes = duplicates.cached_hashes(root / "train", ids, cache, fmt=config.data.format,
+                                          num_threads=config.data.num_threads)
+        rows, groups, summary = duplicates.apply_policy(
+            duplicates.group_duplicates(hashes, config.data.duplicate_distance), config.data.duplicates,
+            config.data.duplicate_distance)
+        print(summary)
+        ids, labels = ids[rows], labels[rows]
+    folds = folds_lib.stratified_folds(labels, config.data.num_folds, config.seed, groups=groups)
     submission = root / "sample_submission.csv"
     test_ids = (pd.read_csv(submission, dtype=str, keep_default_na=False)["Id"].to_numpy()
                 if submission.is_file() else np.array([], dtype=str))
-    return HPADataset(root=root, train_ids=frame["Id"].to_numpy(), train_labels=labels, folds=folds,
+    return HPADataset(root=root, train_ids=ids, train_labels=labels, folds=folds,
                       test_ids=test_ids)

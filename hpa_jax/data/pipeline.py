@@ -13,25 +13,38 @@ import grain
 import jax.numpy as jnp
 import numpy as np
 
-from hpa_jax.data.kaggle import read_image
+from hpa_jax.data.sources import read_sample
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageSource:
-    """grain random-access source over one image folder: index -> {image, labels, index}."""
+    """grain random-access source over one image folder: index -> {image, labels, index}.
+
+    The reader options are those of `sources.read_sample` (`data.format`, `data.yellow`, ...).
+    """
 
     folder: pathlib.Path
     ids: np.ndarray
     labels: np.ndarray           # (N, C) uint8; zeros for unlabelled (test) images
     image_size: int = 0
+    fmt: str = "png"
+    yellow: str = "mean_rg"
+    resample: str = "lanczos"
+    depth16: str = "linear"
+
+    @classmethod
+    def from_config(cls, data_config, folder, ids, labels) -> "ImageSource":
+        return cls(pathlib.Path(folder), np.asarray(ids), np.asarray(labels), data_config.image_size,
+                   data_config.format, data_config.yellow, data_config.resample, data_config.depth16)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> dict:
         index = int(index)
-        return {"image": read_image(self.folder, self.ids[index], size=self.image_size),
-                "labels": self.labels[index], "index": np.int32(index)}
+        image = read_sample(self.folder, self.ids[index], fmt=self.fmt, size=self.image_size, yellow=self.yellow,
+                            resample=self.resample, depth16=self.depth16)
+        return {"image": image, "labels": self.labels[index], "index": np.int32(index)}
 
 
 def random_crop_d4(example: dict, rng: np.random.Generator, crop_size: int) -> dict:

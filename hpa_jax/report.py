@@ -1,0 +1,81 @@
+"""`report.md` and its figures for an evaluation: scores at 0.5 and at fitted thresholds, a
+per-class table in class order, per-class F1 bars, thresholds and training curves."""
+
+import pathlib
+
+import matplotlib
+import numpy as np
+
+from hpa_jax import postprocess
+from hpa_jax.classes import CLASS_NAMES
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _per_class_f1_figure(f1_default, f1_fitted, out_path):
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    x = np.arange(len(CLASS_NAMES))
+    ax.bar(x - 0.2, f1_default, 0.4, label="threshold 0.5")
+    ax.bar(x + 0.2, f1_fitted, 0.4, label="fitted thresholds")
+    ax.set_xticks(x, [f"{i} {name}" for i, name in enumerate(CLASS_NAMES)], rotation=75, ha="right", fontsize=7)
+    ax.set(ylabel="F1", ylim=(0, 1), title="Per-class F1")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+
+
+def _thresholds_figure(thresholds, out_path):
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    x = np.arange(len(CLASS_NAMES))
+    ax.bar(x, thresholds, color="tab:purple")
+    ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
+    ax.set_xticks(x, [f"{i} {name}" for i, name in enumerate(CLASS_NAMES)], rotation=75, ha="right", fontsize=7)
+    ax.set(ylabel="threshold", ylim=(0, 1), title="Fitted per-class thresholds")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out_dir, *, title: str, labels, probs, thresholds, fit_note: str, summary_rows=(),
+                 fold_rows=(), training_curves: str | None = None) -> pathlib.Path:
+    """Writes `out_dir/report.md`, `per_class_f1.png` and `thresholds.png`.
+
+    `summary_rows` are extra (name, value) lines for the summary table; `fold_rows` are
+    per-fold dicts (fold, images, f1_at_0.5, in_sample, cross_fitted) for cross-validation.
+    """
+    out_dir = pathlib.Path(out_dir)
+    labels = np.asarray(labels)
+    default = postprocess.per_class_scores(labels, probs > 0.5)
+    fitted = postprocess.per_class_scores(labels, postprocess.apply_thresholds(probs, thresholds))
+    _per_class_f1_figure(np.asarray(default["f1"]), np.asarray(fitted["f1"]), out_dir / "per_class_f1.png")
+    _thresholds_figure(np.asarray(thresholds), out_dir / "thresholds.png")
+
+    lines = [f"# {title}", "", f"{len(labels)} images. {fit_note}", "", "| | macro-F1 |", "|---|---|",
+             f"| threshold 0.5 | {float(np.mean(default['f1'])):.4f} |",
+             f"| fitted thresholds (in-sample) | {float(np.mean(fitted['f1'])):.4f} |"]
+    lines += [f"| {name} | {value} |" for name, value in summary_rows]
+    if fold_rows:
+        lines += ["", "## Per fold", "",
+                  "Cross-fitted: thresholds fitted on the other folds' out-of-fold predictions, scored on this "
+                  "fold (an honest estimate). In-sample: fitted and scored on this fold (optimistic).", "",
+                  "| fold | images | macro-F1 at 0.5 | in-sample fitted | cross-fitted |", "|---|---|---|---|---|"]
+        lines += [f"| {r['fold']} | {r['images']} | {r['f1_at_0.5']:.4f} | {r['in_sample']:.4f} | "
+                  f"{r['cross_fitted']:.4f} |" for r in fold_rows]
+    lines += ["", "## Per class", "", "At the fitted thresholds (F1 at 0.5 beside them).", "",
+              "| # | class | support | precision | recall | F1 | F1 at 0.5 | threshold |",
+              "|---|---|---|---|---|---|---|---|"]
+    for c, name in enumerate(CLASS_NAMES):
+        lines.append(f"| {c} | {name} | {int(fitted['support'][c])} | {float(fitted['precision'][c]):.3f} | "
+                     f"{float(fitted['recall'][c]):.3f} | {float(fitted['f1'][c]):.3f} | "
+                     f"{float(default['f1'][c]):.3f} | {float(thresholds[c]):.2f} |")
+    lines += ["", "![per-class F1](per_class_f1.png)", "", "![thresholds](thresholds.png)"]
+    if training_curves:
+        lines += ["", f"![training curves]({training_curves})"]
+    path = out_dir / "report.md"
+    tmp = path.with_name("report.md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
