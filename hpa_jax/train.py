@@ -1,8 +1,9 @@
 """The training loop and the sharded train step.
 
-One global batch is split over a 1-D device mesh with `shard_map`; gradients, the loss and
-BatchNorm statistics are averaged over the mesh axis, so the update is the same whether the
-batch runs on one device or eight (tests/test_train_step.py checks this).
+One global batch is split over a 1-D device mesh with `shard_map`; the hard sampler ranks the
+losses of the whole global batch, gradients and the loss are summed and BatchNorm moments
+averaged over the mesh axis, so the update is the same whether the batch runs on one device or
+eight (tests/test_train_step.py checks this), with or without gradient accumulation.
 """
 
 import json

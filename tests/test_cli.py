@@ -114,3 +114,27 @@ def test_lr_find_writes_curve_and_no_checkpoint(tmp_path):
     assert np.allclose(ratios, (10.0 / 1e-5) ** (1 / 11), rtol=1e-4)      # exponential growth per batch
     assert (workdir / "lr_find.png").stat().st_size > 0
     assert not (workdir / "checkpoints").exists() and "suggested" in result.stdout
+
+
+def test_resumed_run_sees_the_same_batches(tmp_path):
+    """Interrupted after epoch 1 and resumed, a run ends with the same numbers as an uninterrupted
+    one: the resumed epoch sees exactly the batches (order, crops, flips) it would have seen."""
+    import shutil
+
+    args = [*TINY, f"--config.data.synthetic.cache_dir={tmp_path / 'cache'}", "--config.train.num_epochs=2"]
+    full = run_cli(*args, f"--workdir={tmp_path / 'full'}")
+    assert full.returncode == 0, full.stderr[-3000:]
+    shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+    records = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    (tmp_path / "resumed" / "metrics.jsonl").write_text(records[0] + "\n")
+    last_step = json.loads(records[1])["step"]
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / str(last_step))   # as if killed during epoch 2
+
+    resumed = run_cli(*args, f"--workdir={tmp_path / 'resumed'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    again = json.loads((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()[1])
+    expected = json.loads(records[1])
+    for record in (again, expected):
+        record.pop("epoch_seconds")
+    assert again == expected
