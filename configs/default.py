@@ -27,6 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.depth16 = "linear"                      # tif: 16 -> 8 bit: "linear" (x / 257) | "percentile" (0.1-99.9% stretch)
     c.data.resample = "lanczos"                    # resize filter: "lanczos" | "bilinear" | "box"
     c.data.image_size = 0                          # resize every image to this square size first; 0 keeps it
+    # Packed stores (python -m hpa_jax.data.pack): read P/train (training, validation) and P/test
+    # (prediction) instead of decoding channel files; data.dir still gives train.csv and the Ids.
+    c.data.packed = config_dict.placeholder(str)
     c.data.crop_size = 512                         # random training crop; evaluation sees the whole image
     c.data.duplicates = "none"                     # near-duplicates by green-channel pHash: "none" | "drop" (paper) | "same_fold"
     c.data.duplicate_distance = 6                  # max Hamming distance of the 64-bit hashes to call two images duplicates

@@ -33,15 +33,22 @@ class HPADataset:
     def test_dir(self) -> pathlib.Path:
         return self.root / "test"
 
-    def train_source(self, rows, data_config) -> pipeline.ImageSource:
-        """The training images at `rows` (indices into train_ids) as a grain source."""
+    def train_source(self, rows, data_config) -> pipeline.ImageSource | pipeline.PackedSource:
+        """The training images at `rows` (indices into train_ids) as a grain source: read from the
+        packed store `data.packed`/train when `data.packed` is set, else decoded from train_dir."""
+        if data_config.get("packed"):
+            return pipeline.PackedSource.from_config(data_config, pathlib.Path(data_config.packed) / "train",
+                                                     self.train_ids[rows], self.train_labels[rows])
         return pipeline.ImageSource.from_config(data_config, self.train_dir, self.train_ids[rows],
                                                 self.train_labels[rows])
 
-    def test_source(self, data_config) -> pipeline.ImageSource:
-        """The test images, unlabelled, in sample_submission.csv order."""
-        return pipeline.ImageSource.from_config(data_config, self.test_dir, self.test_ids,
-                                                np.zeros((len(self.test_ids), self.train_labels.shape[1]), np.uint8))
+    def test_source(self, data_config) -> pipeline.ImageSource | pipeline.PackedSource:
+        """The test images, unlabelled, in sample_submission.csv order (from `data.packed`/test when set)."""
+        labels = np.zeros((len(self.test_ids), self.train_labels.shape[1]), np.uint8)
+        if data_config.get("packed"):
+            return pipeline.PackedSource.from_config(data_config, pathlib.Path(data_config.packed) / "test",
+                                                     self.test_ids, labels)
+        return pipeline.ImageSource.from_config(data_config, self.test_dir, self.test_ids, labels)
 
     def split(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
         """Row indices of (training, validation) for the held-out `fold`."""

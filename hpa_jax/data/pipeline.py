@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpa_jax.data.sources import read_sample
+from hpa_jax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,65 @@ class ImageSource:
         index = int(index)
         image = read_sample(self.folder, self.ids[index], fmt=self.fmt, size=self.image_size, yellow=self.yellow,
                             resample=self.resample, depth16=self.depth16)
+        return {"image": image, "labels": self.labels[index], "index": np.int32(index)}
+
+
+
+class PackedSource:
+    """grain random-access source over a packed store (`python -m hpa_jax.data.pack`): the same
+    {image, labels, index} as `ImageSource`, read from a memory-mapped uint8 array, no decoding.
+
+    `ids` are looked up in the store's index (any order, repeats allowed); a `DataError` names the
+    Ids the store does not have. The array is opened lazily in each process, so the source pickles
+    small (for grain worker processes).
+    """
+
+    def __init__(self, store, ids, labels, *, image_size: int = 0):
+        from hpa_jax.data import pack  # noqa: PLC0415 - pandas and the CLI are only needed here
+
+        self.store = pathlib.Path(store).expanduser()
+        self.meta = pack.read_meta(self.store)
+        self.ids = np.asarray(ids)
+        self.labels = np.asarray(labels)
+        if len(self.labels) != len(self.ids):
+            raise ValueError(f"{len(self.ids)} ids but {len(self.labels)} label rows")
+        if image_size and image_size != self.meta["size"]:
+            raise ConfigError(f"{self.store}: packed at {self.meta['size']} px but data.image_size is {image_size}: "
+                              f"repack with --size={image_size} or set data.image_size=0")
+        import pandas as pd  # noqa: PLC0415
+
+        index = pd.read_csv(self.store / pack.INDEX, dtype=str, keep_default_na=False)["Id"]
+        rows = pd.Index(index).get_indexer(pd.Index(self.ids.astype(str)))
+        if (rows < 0).any():
+            missing = self.ids[rows < 0]
+            shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise DataError(f"{self.store}: {len(missing)} Id(s) not in the packed store: {shown} (repack it from "
+                            f"the same CSV)")
+        self.rows = rows.astype(np.int64)
+        self.image_size = int(self.meta["size"])
+        self.images_file = self.store / pack.IMAGES
+        self._images = None
+
+    @classmethod
+    def from_config(cls, data_config, store, ids, labels) -> "PackedSource":
+        return cls(store, ids, labels, image_size=data_config.image_size)
+
+    @property
+    def images(self) -> np.ndarray:
+        """The store's (N, S, S, 4) uint8 array, memory-mapped read-only."""
+        if self._images is None:
+            self._images = np.load(self.images_file, mmap_mode="r")
+        return self._images
+
+    def __getstate__(self):
+        return {**self.__dict__, "_images": None}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        image = np.array(self.images[self.rows[index]])  # a copy in memory, as ImageSource's decoded image
         return {"image": image, "labels": self.labels[index], "index": np.int32(index)}
 
 
