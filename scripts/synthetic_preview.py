@@ -46,7 +46,7 @@ def main() -> None:
     fig.tight_layout()
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=75)
+    fig.savefig(out, dpi=62)
     print(f"wrote {out}")
 
 

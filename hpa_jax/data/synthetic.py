@@ -8,6 +8,11 @@ real localisation classes are (nucleoli are the dark holes of the blue nucleus, 
 protein follows the red filaments, ...). A classifier therefore has to learn where green
 sits relative to the other channels, as on the real data.
 
+All 28 classes are drawn. Two of them change the reference channels as well, as in the real
+images: Mitotic spindle (17) turns 1-2 cells mitotic (condensed chromosome plate in blue, a
+spindle instead of the interphase microtubules in red), and Cytokinetic bridge (16) and Cell
+junctions (22) are drawn only where two cells touch (a field without touching cells shows none).
+
 Scale: at 128 px a field holds 4-9 cells ~40 px across. Larger images show both a larger
 field of view and a higher magnification: lengths grow with sqrt(image_size / 128) and the
 number of cells with image_size / 128 (at 512 px: 16-36 cells ~80 px across, close to the
@@ -31,7 +36,7 @@ from PIL import Image
 
 from hpa_jax.classes import CHANNELS, KAGGLE_TRAIN_COUNTS
 
-_VERSION = "synthetic-v1"
+_VERSION = "synthetic-v2"
 _SPLIT_CODES = {"train": 0, "test": 1}
 _TAU = 2 * np.pi
 _STEP = 0.7      # sample spacing along filaments (px at 128), below the blur width: lines stay smooth
@@ -200,25 +205,33 @@ class _Field:
         self.owner, self.d_nuc = own, d_nuc
         self.nuc_radius = self.nuc.radius[own].astype(np.float32)
         # Signed distance (px, > 0 inside) to the cell's own outline or the border with a neighbour.
-        self.edge = np.minimum(1 - m_own, 0.5 * (m_2nd - m_own)) * self.cell.radius[own].astype(np.float32)
+        radius = self.cell.radius[own].astype(np.float32)
+        self.border = 0.5 * (m_2nd - m_own) * radius       # distance (px) to the border with a neighbour
+        self.edge = np.minimum((1 - m_own) * radius, self.border)
+        self.m_2nd = m_2nd                                  # < 1: the pixel also lies inside a second cell's shape
         ramp = 1.2 * self.px
         self.cell_mask = np.clip(self.edge / ramp + 0.5, 0, 1)
         self.nuc_mask = np.clip((1 - d_nuc) * self.nuc_radius / ramp + 0.5, 0, 1) * self.cell_mask
         self.cyto = self.cell_mask * (1 - self.nuc_mask)
+        self.condensed = np.ones(self.n, np.float32)       # blue gain per cell (> 1: mitotic chromatin)
+        self.spindles: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def per_cell(self, values) -> np.ndarray:
         """Broadcast one value per cell to the pixels the cell owns."""
         return np.asarray(values, np.float32)[self.owner]
 
     # point features ------------------------------------------------------------
-    def keep(self, y, x, cid, region: str = "cell") -> np.ndarray:
-        """Points inside the field that land in their own cell ('cell') or its cytoplasm ('cyto')."""
+    def keep(self, y, x, cid, region: str = "cell", clear: float = 0.0) -> np.ndarray:
+        """Points inside the field that land in their own cell ('cell') or its cytoplasm ('cyto');
+        with clear > 0 (px at 128), cytoplasm points also keep that distance from the nucleus."""
         yi, xi = np.floor(y).astype(int), np.floor(x).astype(int)
         ok = (yi >= 0) & (yi < self.size) & (xi >= 0) & (xi < self.size)
         yi, xi = np.where(ok, yi, 0), np.where(ok, xi, 0)
         ok &= (self.owner[yi, xi] == cid) & (self.cell_mask[yi, xi] > 0.5)
         if region == "cyto":
             ok &= self.nuc_mask[yi, xi] < 0.5
+            if np.any(clear):
+                ok &= (self.d_nuc[yi, xi] - 1) * self.nuc_radius[yi, xi] > clear * self.px
         return ok
 
     def splat(self, y, x, w, sigma: float) -> np.ndarray:
@@ -270,7 +283,14 @@ class _Field:
         ang, ds = ang.astype(np.float32), (length / (t.shape[1] - 1)).astype(np.float32)
         y = y0[:, None] + ds * np.cumsum(np.sin(ang), 1)
         x = x0[:, None] + ds * np.cumsum(np.cos(ang), 1)
-        w = rng.uniform(0.4, 0.9, (f, 1)) * self.keep(y, x, cid[:, None])
+        inside = self.keep(y, x, cid[:, None])
+        w = rng.uniform(0.4, 0.9, (f, 1)) * inside
+        # Plus ends: the last stretch of each filament still inside its cell (near the cell edge).
+        last = t.shape[1] - 1 - np.argmax(inside[:, ::-1], axis=1)
+        ok = inside.any(1) & (last >= 4)
+        idx = last[ok, None] - np.arange(4, -1, -1)[None]
+        rows = np.nonzero(ok)[0][:, None]
+        self.tips = (y[rows, idx], x[rows, idx], cid[ok])
         return _saturate(self.curves(y, x, w, 0.5 * self.px), 1.2) * (1 - 0.6 * self.nuc_mask)
 
     def _make_reticulum(self, rng) -> np.ndarray:
@@ -283,10 +303,50 @@ class _Field:
         body = self.cyto * (0.3 + 0.7 * near) * (0.35 + 0.65 * mesh) * mottle
         return np.clip(body + 0.5 * envelope * (1 - self.nuc_mask), 0, 1)
 
+    def make_mitotic(self, rng):
+        """Turns 1-2 cells into metaphase cells: the nucleus becomes a bright, condensed, ragged
+        chromosome plate, the interphase microtubules and ER fade and a bipolar spindle (poles on
+        either side of the plate, fibres fanning onto it) joins the red channel; the spindle's
+        paths are kept for the green pattern of class 17. Call before reference_channels."""
+        px = self.px
+        margin = np.minimum(np.minimum(self.nuc.cy, self.size - self.nuc.cy), np.minimum(self.nuc.cx, self.size - self.nuc.cx))
+        order = np.argsort(-(margin + rng.uniform(0, 8 * px, self.n)))   # prefer cells well inside the field
+        cells = order[:1 if self.n < 6 else rng.integers(1, 3)]
+        for i in cells:
+            mine = self.owner == i
+            r = float(self.nuc.radius[i])
+            phi = rng.uniform(0, np.pi)                                  # spindle axis
+            cy, cx = float(self.nuc.cy[i]), float(self.nuc.cx[i])
+            plate = _Shapes(np.array([cy]), np.array([cx]), np.array([0.3 * r]), np.array([0.85 * r]),
+                            np.array([phi]), *_harmonics(rng, 1, (0.15, 0.12, 0.1, 0.08, 0.06)))
+            d = plate.distance(0, self.yy, self.xx)
+            pm = np.clip((1 - d) * 0.5 * r / (1.0 * px) + 0.5, 0, 1) * self.cell_mask
+            self.nuc_mask = np.where(mine, pm, self.nuc_mask)
+            self.nucleoli = np.where(mine, 0, self.nucleoli)
+            self.filaments = np.where(mine, 0.25 * self.filaments, self.filaments)
+            self.reticulum = np.where(mine, 0.5 * self.reticulum + 0.1 * self.cell_mask * (1 - pm), self.reticulum)
+            self.condensed[i] = 1.5
+            # Spindle: fibres from each pole to points spread along the plate, bowing outwards.
+            ua, va = np.array([np.sin(phi), np.cos(phi)]), np.array([np.cos(phi), -np.sin(phi)])   # (dy, dx)
+            lp = rng.uniform(1.5, 1.9) * r
+            k = rng.integers(12, 18)
+            side = np.repeat([-1.0, 1.0], k)[:, None]
+            v = rng.uniform(-0.9, 0.9, (2 * k, 1)) * 0.85 * r
+            t = np.linspace(0, 1, int(np.ceil(lp * 1.3 / (_STEP * px))) + 1)[None]
+            along = side * lp * (1 - t)
+            across = v * t + 0.25 * v * np.sin(np.pi * t)
+            y = cy + along * ua[0] + across * va[0]
+            x = cx + along * ua[1] + across * va[1]
+            w = rng.uniform(0.6, 1.0, (2 * k, 1)) * np.ones_like(t)
+            self.spindles.append((y, x, w))
+            self.filaments = self.filaments + 0.9 * _saturate(self.curves(y, x, w, 0.5 * px), 1.0)
+        self.cyto = self.cell_mask * (1 - self.nuc_mask)
+
     def reference_channels(self, rng) -> dict[str, np.ndarray]:
         """Red, blue and yellow signal (about 0..1) with per-cell brightness."""
         tex = np.clip(0.78 + 0.14 * _smooth_noise(rng, self.size, self.px), 0, 1)
-        blue = self.nuc_mask * self.per_cell(rng.uniform(0.45, 0.95, self.n)) * tex * (1 - 0.55 * self.nucleoli)
+        gain = np.clip(rng.uniform(0.45, 0.95, self.n) * self.condensed, 0, 1.1)
+        blue = self.nuc_mask * self.per_cell(gain) * tex * (1 - 0.55 * self.nucleoli)
         red = self.per_cell(rng.uniform(0.45, 0.9, self.n)) * (
             0.2 * self.cell_mask * (1 - 0.5 * self.nuc_mask) + 0.6 * self.filaments)
         yellow = self.per_cell(rng.uniform(0.6, 1.0, self.n)) * self.reticulum
@@ -425,11 +485,152 @@ def _cytoplasmic_bodies(f: _Field, rng) -> np.ndarray:
     return _saturate(f.splat(y, x, f.keep(y, x, cid, "cyto"), 1.1 * f.px))
 
 
+def _loops(f: _Field, cy, cx, radius, w, sigma: float, points: int = 16) -> np.ndarray:
+    """Closed rings of the given radii (px) around (cy, cx)."""
+    a = np.linspace(0, _TAU, points + 1)[None]
+    r = np.asarray(radius)[:, None]
+    return f.curves(cy[:, None] + r * np.sin(a), cx[:, None] + r * np.cos(a), np.asarray(w)[:, None] * np.ones_like(a), sigma)
+
+
+def _peroxisomes(f: _Field, rng) -> np.ndarray:
+    """Many small, sparse, evenly spread dots through the whole cytoplasm."""
+    cid = _cell_ids(rng, f.n, 30, 55)
+    y, x = f.cell.points(cid, 0.97 * np.sqrt(rng.random(cid.size)), rng.uniform(0, _TAU, cid.size))
+    w = rng.uniform(0.8, 1.2, cid.size) * f.keep(y, x, cid, "cyto", clear=1.5)
+    return _saturate(f.splat(y, x, w, 0.35 * f.px))
+
+
+def _endosomes(f: _Field, rng) -> np.ndarray:
+    """Medium dots, denser around the nucleus, a third of them small hollow rings."""
+    cid = _cell_ids(rng, f.n, 14, 26)
+    y, x = f.nuc.points(cid, 1.1 + rng.exponential(0.45, cid.size), rng.uniform(0, _TAU, cid.size))
+    w = rng.uniform(0.7, 1.1, cid.size) * f.keep(y, x, cid, "cyto")
+    ring = rng.random(cid.size) < 0.35
+    dots = f.splat(y[~ring], x[~ring], w[~ring], 0.65 * f.px)
+    rings = _loops(f, y[ring], x[ring], rng.uniform(1.0, 1.5, ring.sum()) * f.px, 0.8 * w[ring], 0.4 * f.px, 10)
+    return _saturate(dots + rings)
+
+
+def _lysosomes(f: _Field, rng) -> np.ndarray:
+    """Larger vesicles (filled or hollow) clustered on one side of the nucleus."""
+    cid = _cell_ids(rng, f.n, 8, 16)
+    psi = f.polarity[cid] + rng.normal(0, 0.9, cid.size)
+    y, x = f.nuc.points(cid, 1.15 + rng.exponential(0.25, cid.size), psi)
+    w = rng.uniform(0.7, 1.1, cid.size) * f.keep(y, x, cid, "cyto")
+    ring = rng.random(cid.size) < 0.5
+    blobs = f.splat(y[~ring], x[~ring], w[~ring], 1.1 * f.px)
+    rings = _loops(f, y[ring], x[ring], rng.uniform(1.6, 2.4, ring.sum()) * f.px, w[ring], 0.55 * f.px)
+    return _saturate(blobs + rings)
+
+
+def _microtubule_ends(f: _Field, rng) -> np.ndarray:
+    """Short comets on the last ~3 px of the red filaments, brightest at the plus end by the cell edge."""
+    y, x, cid = f.tips
+    pick = rng.random(cid.size) < 0.7
+    w = np.linspace(0.15, 1.0, y.shape[1])[None] * rng.uniform(0.8, 1.2, (cid.size, 1)) * pick[:, None]
+    return _saturate(1.4 * f.curves(y, x, w, 0.45 * f.px)) * f.cell_mask
+
+
+def _touching_pairs(f: _Field) -> list[tuple[int, int, float, float]]:
+    """(i, j, y, x) for neighbouring cells: the point where the line between their nuclei crosses
+    from cell i into cell j (touching cells only), closest pairs first."""
+    out = []
+    d = np.hypot(f.nuc.cy[:, None] - f.nuc.cy[None], f.nuc.cx[:, None] - f.nuc.cx[None])
+    for i, j in zip(*np.nonzero(np.triu(d < 1.3 * (f.cell.radius[:, None] + f.cell.radius[None]), 1))):
+        t = np.linspace(0, 1, 64)
+        y = f.nuc.cy[i] + t * (f.nuc.cy[j] - f.nuc.cy[i])
+        x = f.nuc.cx[i] + t * (f.nuc.cx[j] - f.nuc.cx[i])
+        yi, xi = np.clip(y.astype(int), 0, f.size - 1), np.clip(x.astype(int), 0, f.size - 1)
+        own = f.owner[yi, xi] * (f.cell_mask[yi, xi] > 0.3) + (f.cell_mask[yi, xi] <= 0.3) * -1
+        step = np.nonzero((own[:-1] == i) & (own[1:] == j))[0]
+        inside = (y > 0) & (y < f.size) & (x > 0) & (x < f.size)
+        if step.size and inside[step[0]]:
+            out.append((d[i, j], int(i), int(j), float(y[step[0]]), float(x[step[0]])))
+    return [o[1:] for o in sorted(out)]
+
+
+def _cytokinetic_bridge(f: _Field, rng) -> np.ndarray:
+    """A thin bright bar with a brighter midbody, across the border of 1-2 touching cell pairs,
+    along the line joining the two daughter nuclei."""
+    pairs = _touching_pairs(f)[:rng.integers(1, 3)]
+    out = np.zeros((f.size, f.size), np.float32)
+    if not pairs:
+        return out
+    i, j, by, bx = (np.array(v) for v in zip(*pairs))
+    ang = np.arctan2(f.nuc.cy[j] - f.nuc.cy[i], f.nuc.cx[j] - f.nuc.cx[i])[:, None]
+    s = np.linspace(-1, 1, 16)[None] * rng.uniform(3, 6, (by.size, 1)) * f.px
+    y, x = by[:, None] + s * np.sin(ang), bx[:, None] + s * np.cos(ang)
+    bar = f.curves(y, x, np.full(y.shape, 1.6), 0.5 * f.px)
+    return _saturate(bar + f.splat(by, bx, 1.6, 0.8 * f.px))
+
+
+def _mitotic_spindle(f: _Field, rng) -> np.ndarray:
+    """The bipolar spindle of the mitotic cells made by _Field.make_mitotic, bright poles."""
+    out = np.zeros((f.size, f.size), np.float32)
+    for y, x, w in f.spindles:
+        out += f.curves(y, x, w, 0.5 * f.px) + f.splat(y[:, 0], x[:, 0], 0.5, 0.8 * f.px)
+    return _saturate(out, 1.2)
+
+
+def _mtoc(f: _Field, rng) -> np.ndarray:
+    """One compact bright spot beside the nucleus with a halo, and faint signal along the red
+    microtubules radiating from it (larger and haloed, unlike the 1-2 tiny centrosome dots)."""
+    cid = np.arange(f.n)
+    y, x = f.nuc.points(cid, rng.uniform(1.15, 1.3, f.n), f.polarity + rng.normal(0, 0.2, f.n))
+    w = f.keep(y, x, cid).astype(float)
+    core = f.splat(y, x, 1.3 * w, 1.0 * f.px) + f.splat(y, x, 0.35 * w, 3.0 * f.px)
+    dist = np.hypot(f.yy - f.per_cell(y), f.xx - f.per_cell(x))
+    radiate = 0.5 * f.filaments * np.exp(-dist / (7 * f.px)) * f.per_cell(w)
+    return _saturate(core + radiate) * f.cell_mask
+
+
+def _lipid_droplets(f: _Field, rng) -> np.ndarray:
+    """Round droplets of varied size in the cytoplasm, larger ones seen as rings."""
+    cid = _cell_ids(rng, f.n, 4, 12)
+    y, x = f.cell.points(cid, rng.uniform(0.45, 0.9, cid.size), rng.uniform(0, _TAU, cid.size))
+    r = rng.uniform(0.6, 2.6, cid.size)
+    w = rng.uniform(0.8, 1.1, cid.size) * f.keep(y, x, cid, "cyto", clear=r + 1.0)
+    r = r * f.px
+    ring = r > 1.4 * f.px
+    filled = f.splat(y[~ring], x[~ring], w[~ring], 0.8 * r[~ring].mean() if (~ring).any() else f.px)
+    return _saturate(1.5 * (filled + _loops(f, y[ring], x[ring], r[ring], w[ring], 0.5 * f.px)))
+
+
+def _cell_junctions(f: _Field, rng) -> np.ndarray:
+    """Bright, slightly beaded line on the borders between touching cells (not on free edges)."""
+    shared = np.clip((1 - f.m_2nd) * f.cell.radius[f.owner] / (1.5 * f.px) + 0.5, 0, 1)
+    line = np.exp(-0.5 * (f.border / (0.8 * f.px)) ** 2) * shared
+    beads = np.clip(0.7 + 0.35 * _smooth_noise(rng, f.size, 1.2 * f.px), 0, 1)
+    return line * beads
+
+
+def _rods_and_rings(f: _Field, rng) -> np.ndarray:
+    """A few short straight rods and small rings per cell in the cytoplasm, now and then a
+    rod in the nucleus."""
+    cid = _cell_ids(rng, f.n, 2, 5)
+    y, x = f.cell.points(cid, rng.uniform(0.4, 0.9, cid.size), rng.uniform(0, _TAU, cid.size))
+    w = rng.uniform(0.8, 1.1, cid.size) * f.keep(y, x, cid, "cyto", clear=1.5)
+    ny, nx = f.nuc.points(np.arange(f.n), 0.5 * np.sqrt(rng.random(f.n)), rng.uniform(0, _TAU, f.n))
+    nuclear = rng.random(f.n) < 0.15
+    cid = np.concatenate([cid, np.arange(f.n)[nuclear]])
+    y, x = np.concatenate([y, ny[nuclear]]), np.concatenate([x, nx[nuclear]])
+    w = np.concatenate([w, np.full(nuclear.sum(), 0.9)])
+    ring = rng.random(cid.size) < 0.4
+    o = rng.uniform(0, _TAU, (cid.size, 1))
+    t = np.linspace(-0.5, 0.5, 12)[None] * rng.uniform(3, 7, (cid.size, 1)) * f.px
+    rods = f.curves((y[:, None] + t * np.sin(o))[~ring], (x[:, None] + t * np.cos(o))[~ring],
+                    np.repeat(w[~ring, None], 12, 1), 0.45 * f.px)
+    rings = _loops(f, y[ring], x[ring], rng.uniform(1.3, 2.0, ring.sum()) * f.px, w[ring], 0.45 * f.px, 12)
+    return _saturate(1.6 * (rods + rings))
+
+
 _GREEN: dict[int, Callable[[_Field, np.random.Generator], np.ndarray]] = {
     0: _nucleoplasm, 1: _nuclear_membrane, 2: _nucleoli, 3: _fibrillar_center, 4: _nuclear_speckles,
     5: _nuclear_bodies, 6: _endoplasmic_reticulum, 7: _golgi, 11: _intermediate_filaments, 12: _actin,
     13: _focal_adhesions, 14: _microtubules, 19: _centrosome, 21: _plasma_membrane, 23: _mitochondria,
     24: _aggresome, 25: _cytosol, 26: _cytoplasmic_bodies,
+    8: _peroxisomes, 9: _endosomes, 10: _lysosomes, 15: _microtubule_ends, 16: _cytokinetic_bridge,
+    17: _mitotic_spindle, 18: _mtoc, 20: _lipid_droplets, 22: _cell_junctions, 27: _rods_and_rings,
 }
 
 SUPPORTED_CLASSES: tuple[int, ...] = tuple(sorted(_GREEN))
@@ -447,6 +648,8 @@ def render_field(labels: Sequence[int], image_size: int, rng: np.random.Generato
         raise ValueError(f"classes {unknown} are not in SUPPORTED_CLASSES {SUPPORTED_CLASSES}")
     geo_rng, green_rng, noise_rng = rng.spawn(3)
     field = _Field(image_size, geo_rng)
+    if 17 in labels:                                # mitosis changes the reference channels too
+        field.make_mitotic(green_rng)
     chan = field.reference_channels(geo_rng)
     green = 0.03 * field.cell_mask                  # faint nonspecific staining
     for c in labels:
@@ -467,17 +670,33 @@ def _expose(signal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # ----------------------------------------------------------------------------- labels
 
 _LABELS_PER_IMAGE = np.array([15126, 12485, 3160, 299 + 2], float)   # Kaggle train.csv; 5 folded into 4
-_CLASS_WEIGHTS = np.sqrt(np.asarray(KAGGLE_TRAIN_COUNTS, float)[list(SUPPORTED_CLASSES)])
+_MIN_COUNT = 150.0     # tail classes weigh as if they had 150 Kaggle images (pure sqrt: 27 in 0.6%)
+_CLASS_WEIGHTS = np.sqrt(np.maximum(np.asarray(KAGGLE_TRAIN_COUNTS, float)[list(SUPPORTED_CLASSES)], _MIN_COUNT))
 
 
 def sample_labels(rng: np.random.Generator) -> list[int]:
     """A label set: sorted unique class indices from SUPPORTED_CLASSES.
 
     Rule: the number of labels k is drawn with the Kaggle train.csv proportions
-    (1: 15126, 2: 12485, 3: 3160, 4: 299 + the 2 five-label images, capped at 4); then k
-    classes are drawn without replacement with probability proportional to
-    sqrt(KAGGLE_TRAIN_COUNTS) over SUPPORTED_CLASSES. The square root keeps Nucleoplasm the
-    most common class while flattening the tail so every class is in >= ~3% of images.
+    (1: 15126, 2: 12485, 3: 3160, 4: 299 + the 2 five-label images, capped at 4; mean 1.63
+    labels per image); then k classes are drawn one after another without replacement with
+    probability proportional to sqrt(max(KAGGLE_TRAIN_COUNTS, 150)) over SUPPORTED_CLASSES
+    (all 28). The square root keeps Nucleoplasm the most common class while flattening the
+    tail; the floor at 150 lifts the five rarest classes (8, 9, 10, 15, 27: 11-53 Kaggle
+    images), which a pure square root would leave in only 0.6-1.4% of images, to 2.1%.
+
+    Expected share of images per class (exact, k = 1..4 mixed), and images at num_train=2000:
+
+        0 Nucleoplasm 18.0% (361)     10 Lysosomes 2.1% (41)          20 Lipid droplets 2.2% (44)
+        1 Nuclear membrane 5.9% (118) 11 Intermediate fil. 5.5% (110) 21 Plasma membrane 10.1% (201)
+        2 Nucleoli 9.9% (197)         12 Actin filaments 4.4% (87)    22 Cell junctions 4.7% (94)
+        3 Fibrillar center 6.5% (131) 13 Focal adhesions 3.9% (77)    23 Mitochondria 9.0% (179)
+        4 Nuclear speckles 7.1% (143) 14 Microtubules 5.4% (109)      24 Aggresome 3.0% (60)
+        5 Nuclear bodies 8.3% (165)   15 Microtubule ends 2.1% (41)   25 Cytosol 14.6% (292)
+        6 ER 5.3% (106)               16 Cytokinetic bridge 3.8% (77) 26 Cytoplasmic bodies 3.0% (61)
+        7 Golgi 8.7% (175)            17 Mitotic spindle 2.4% (49)    27 Rods & rings 2.1% (41)
+        8 Peroxisomes 2.1% (41)       18 MTOC 5.0% (100)
+        9 Endosomes 2.1% (41)         19 Centrosome 6.4% (128)
     """
     k = 1 + rng.choice(len(_LABELS_PER_IMAGE), p=_LABELS_PER_IMAGE / _LABELS_PER_IMAGE.sum())
     picked = rng.choice(SUPPORTED_CLASSES, size=k, replace=False, p=_CLASS_WEIGHTS / _CLASS_WEIGHTS.sum())
@@ -537,7 +756,7 @@ def _is_complete(folder: pathlib.Path, params: dict) -> bool:
 
 def ensure_synthetic(cache_dir, *, num_train: int, num_test: int, image_size: int = 128,
                      seed: int = 0) -> pathlib.Path:
-    """The dataset folder cache_dir/synthetic-v1-n{num_train}-t{num_test}-px{image_size}-seed{seed}.
+    """The dataset folder cache_dir/synthetic-v2-n{num_train}-t{num_test}-px{image_size}-seed{seed}.
 
     Reused when its COMPLETE marker (the parameters as JSON) matches; otherwise generated into a
     temporary sibling that gets the marker last and is renamed into place, so an interrupted
