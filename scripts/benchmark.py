@@ -228,7 +228,7 @@ def run_quickstart(args) -> str:
         "## quickstart: time and validation macro-F1", "", f"Measured on: {machine()}.", "",
         "`python -m hpa_jax.main --config=configs/quickstart.py --mode=train,evaluate,predict` (16 epochs of a",
         "width-16 ResNet18 on 1,600 synthetic 128 px fields, validated on the 400 of fold 0), wall time with the",
-        "synthetic dataset already cached (generating it adds about 30-50 s) and without the pip install.",
+        "synthetic dataset already cached (generating it adds about 50-70 s) and without the pip install.",
         "Fitted thresholds are fitted on the validation fold itself (optimistic; `--mode=cv` cross-fits).", "",
         "| run | wall time | macro-F1 at 0.5 | fitted thresholds (in-sample) | label-prior baseline |",
         "|---|---|---|---|---|", *rows])
