@@ -36,7 +36,9 @@ def test_train_evaluate_predict(tmp_path):
     assert [r["epoch"] for r in records] == [1]
     assert len(records[0]["val_per_class_f1"]) == 28 and 0 <= records[0]["val_macro_f1"] <= 1
     evaluation = json.loads((workdir / "eval_metrics.json").read_text())
-    assert evaluation["num_images"] == 16 and evaluation["checkpoint_step"] == records[0]["step"] == 3
+    folds = pd.read_csv(workdir / "folds.csv")
+    assert len(folds) == 64 and evaluation["num_images"] == (folds["fold"] == 0).sum()
+    assert evaluation["checkpoint_step"] == records[0]["step"] == (64 - evaluation["num_images"]) // 16
     assert "label-prior baseline" in result.stdout
     assert "| 27 | Rods & rings |" in (workdir / "report.md").read_text()
 
