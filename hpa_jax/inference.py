@@ -18,6 +18,7 @@ from hpa_jax.data.datasets import load_dataset
 from hpa_jax.errors import ConfigError, DataError
 from hpa_jax.models import create_model_from_config
 from hpa_jax.models.resnet import MESH_AXIS
+from hpa_jax.state import create_train_state
 
 
 def d4_transform(images: jnp.ndarray, k: int) -> jnp.ndarray:
@@ -90,8 +91,6 @@ def restore_variables(config, workdir, which):
     model = create_model_from_config(config)
     mesh = sharding.make_mesh()
     tx = optim.make_optimizer(config.optim, lambda step: config.optim.lr)  # only the state's structure matters
-    from hpa_jax.train import create_train_state  # train imports this module
-
     abstract = jax.eval_shape(lambda: create_train_state(model, tx, jax.random.key(0), image_size=64,
                                                          in_channels=config.in_channels))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),

@@ -19,7 +19,8 @@ from hpa_jax import optim, sharding
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.models import create_model_from_config
-from hpa_jax.train import class_weights_for, create_train_state, make_train_step
+from hpa_jax.state import create_train_state
+from hpa_jax.train import class_weights_for, make_train_step
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -9,14 +9,11 @@ eight (tests/test_train_step.py checks this), with or without gradient accumulat
 import json
 import pathlib
 import time
-from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.training import train_state
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
@@ -27,19 +24,7 @@ from hpa_jax.data.datasets import load_dataset
 from hpa_jax.errors import ConfigError, TrainingDiverged
 from hpa_jax.models import create_model_from_config
 from hpa_jax.models.resnet import MESH_AXIS
-
-
-class TrainState(train_state.TrainState):
-    batch_stats: Any
-
-
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, *,
-                       image_size: int, in_channels: int) -> TrainState:
-    """Initial params and BatchNorm statistics (params do not depend on the image size)."""
-    dummy = jnp.zeros((1, image_size, image_size, in_channels), jnp.float32)
-    variables = jax.jit(lambda r: model.init(r, dummy, train=False))(rng)
-    return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                             batch_stats=variables["batch_stats"], tx=tx)
+from hpa_jax.state import TrainState, create_train_state
 
 
 def class_weights_for(config, train_labels: np.ndarray) -> np.ndarray | None:

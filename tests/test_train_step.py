@@ -13,7 +13,8 @@ from hpa_jax.data.pipeline import normalize
 from hpa_jax.errors import TrainingDiverged
 from hpa_jax.models import create_model_from_config
 from hpa_jax.models.resnet import MESH_AXIS
-from hpa_jax.train import create_train_state, make_train_step, run_epoch
+from hpa_jax.state import create_train_state
+from hpa_jax.train import make_train_step, run_epoch
 
 
 def tiny_config():

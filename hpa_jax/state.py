@@ -1,0 +1,22 @@
+"""The training state pytree: params, BatchNorm statistics, optimiser state and step."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, *,
+                       image_size: int, in_channels: int) -> TrainState:
+    """Initial params and BatchNorm statistics (params do not depend on the image size)."""
+    dummy = jnp.zeros((1, image_size, image_size, in_channels), jnp.float32)
+    variables = jax.jit(lambda r: model.init(r, dummy, train=False))(rng)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                             batch_stats=variables["batch_stats"], tx=tx)
