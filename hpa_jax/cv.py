@@ -5,19 +5,12 @@ searched thresholds lose to a fixed 0.3 on the test set). So besides the usual i
 each fold is also scored with thresholds fitted on the other folds' out-of-fold predictions.
 """
 
-import json
 import pathlib
 
 import numpy as np
 
-from hpa_jax import inference, postprocess, report, train
+from hpa_jax import inference, outputs, postprocess, report, train
 from hpa_jax.data.datasets import load_dataset
-
-
-def _save_probs(path: pathlib.Path, ids, probs) -> None:
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, ids=np.asarray(ids, str), probs=np.asarray(probs, np.float32))
-    tmp.replace(path)
 
 
 def fold_predictions(config, fold_dir: pathlib.Path, dataset, fold: int):
@@ -69,18 +62,18 @@ def cross_validate(config, workdir) -> dict:
         val_probs, fold_test = fold_predictions(fold_config, fold_dir, dataset, fold)
         val_idx = dataset.split(fold)[1]
         oof[val_idx] = val_probs
-        _save_probs(fold_dir / "val_probs.npz", dataset.train_ids[val_idx], val_probs)
+        outputs.save_probs(fold_dir / "val_probs.npz", dataset.train_ids[val_idx], val_probs)
         if fold_test is not None:
-            _save_probs(fold_dir / "test_probs.npz", dataset.test_ids, fold_test)
+            outputs.save_probs(fold_dir / "test_probs.npz", dataset.test_ids, fold_test)
             test_probs.append(fold_test)
 
     labels = dataset.train_labels
-    _save_probs(workdir / "oof_probs.npz", dataset.train_ids, oof)
+    outputs.save_probs(workdir / "oof_probs.npz", dataset.train_ids, oof)
     thresholds, oof_fitted = postprocess.search_thresholds(oof, labels, method=method)
     fold_rows = cross_fitted_scores(oof, labels, dataset.folds, method)
     fit = {"method": method, "oof_macro_f1": oof_fitted, "num_oof": len(oof),
            "thresholds": [float(str(t)) for t in thresholds]}
-    (workdir / "thresholds.json").write_text(json.dumps(fit, indent=2) + "\n")
+    outputs.write_json(workdir / "thresholds.json", fit)
     cross = float(np.mean([r["cross_fitted"] for r in fold_rows]))
     report.write_report(
         workdir, title=f"Cross-validation, {num_folds} folds", labels=labels, probs=oof, thresholds=thresholds,
@@ -92,7 +85,7 @@ def cross_validate(config, workdir) -> dict:
               "oof_macro_f1_fitted_in_sample": oof_fitted, "macro_f1_fitted_cross_fitted": cross, "folds": fold_rows}
     if test_probs:
         mean_test = np.mean(test_probs, axis=0)
-        _save_probs(workdir / "test_probs.npz", dataset.test_ids, mean_test)
+        outputs.save_probs(workdir / "test_probs.npz", dataset.test_ids, mean_test)
         postprocess.write_submission(workdir / "submission.csv", dataset.test_ids,
                                      postprocess.apply_thresholds(mean_test, thresholds, config.eval.force_one))
     print(f"cv: out-of-fold macro-F1 {result['oof_macro_f1_at_0.5']:.4f} at 0.5, {oof_fitted:.4f} with thresholds "

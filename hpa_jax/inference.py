@@ -11,7 +11,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from hpa_jax import checkpoint, optim, postprocess, report, sharding
+from hpa_jax import checkpoint, optim, outputs, postprocess, report, sharding
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
@@ -125,10 +125,7 @@ def evaluate(config, workdir) -> dict:
                         fit_note=f"Thresholds ({config.eval.threshold_method}) fitted on these same images: "
                                  "optimistic; `--mode=cv` gives a cross-fitted estimate.",
                         summary_rows=[("label-prior baseline", f"{result['label_prior_macro_f1']:.4f}")])
-    path = workdir / "eval_metrics.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
+    path = outputs.write_json(workdir / "eval_metrics.json", result)
     print(f"evaluate (step {step}): validation macro-F1 {result['val_macro_f1']:.4f} at threshold "
           f"{config.eval.threshold} (label-prior baseline {result['label_prior_macro_f1']:.4f}) -> {path}")
     return result
@@ -144,7 +141,7 @@ def predict(config, workdir) -> pathlib.Path:
         raise DataError(f"{dataset.root / 'sample_submission.csv'}: missing or empty; it lists the test Ids")
     source = dataset.test_source(config.data)
     probs = predict_probs(make_predict_step(model, config, mesh), variables, mesh, config, source, desc="predict")
-    np.savez(workdir / "test_probs.npz", ids=np.asarray(dataset.test_ids, str), probs=probs)
+    outputs.save_probs(workdir / "test_probs.npz", dataset.test_ids, probs)
     preds = postprocess.apply_thresholds(probs, config.eval.threshold, config.eval.force_one)
     path = postprocess.write_submission(workdir / "submission.csv", dataset.test_ids, preds)
     print(f"predict (step {step}): {len(source)} test images -> {path}")

@@ -7,13 +7,14 @@ A prediction is always `probs > threshold` (strict), compared in float32.
 """
 
 import functools
-import os
 import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from hpa_jax import outputs
 
 
 def per_class_counts(labels, preds):
@@ -61,16 +62,9 @@ def format_predicted(pred_row: np.ndarray) -> str:
 
 
 def write_submission(path, ids, preds) -> pathlib.Path:
-    """Kaggle submission `Id,Predicted` (space-separated class indices), written to a temporary
-    file and renamed so that an interrupted run leaves no truncated submission behind."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write("Id,Predicted\n")
-        for image_id, row in zip(ids, np.asarray(preds)):
-            f.write(f"{image_id},{format_predicted(row)}\n")
-    os.replace(tmp, path)
-    return path
+    """Kaggle submission `Id,Predicted` (space-separated class indices), written whole."""
+    rows = "".join(f"{image_id},{format_predicted(row)}\n" for image_id, row in zip(ids, np.asarray(preds)))
+    return outputs.write_text(path, "Id,Predicted\n" + rows)
 
 
 # The paper's single-threshold search (0.1, 0.15, ..., 0.9) and the per-class candidates.

@@ -6,7 +6,7 @@ import pathlib
 import matplotlib
 import numpy as np
 
-from hpa_jax import postprocess
+from hpa_jax import outputs, postprocess
 from hpa_jax.classes import CLASS_NAMES
 
 matplotlib.use("Agg")
@@ -74,8 +74,4 @@ def write_report(out_dir, *, title: str, labels, probs, thresholds, fit_note: st
     lines += ["", "![per-class F1](per_class_f1.png)", "", "![thresholds](thresholds.png)"]
     if training_curves:
         lines += ["", f"![training curves]({training_curves})"]
-    path = out_dir / "report.md"
-    tmp = path.with_name("report.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    return outputs.write_text(out_dir / "report.md", "\n".join(lines) + "\n")

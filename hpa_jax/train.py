@@ -17,7 +17,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from hpa_jax import checkpoint, inference, losses, optim, plots, postprocess, sharding
+from hpa_jax import checkpoint, inference, losses, optim, outputs, plots, postprocess, sharding
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import oversample, pipeline
 from hpa_jax.data.datasets import load_dataset
@@ -208,12 +208,6 @@ def oversampled_rows(config, labels: np.ndarray, train_idx: np.ndarray) -> np.nd
     return train_idx[local]
 
 
-def _write_json(path: pathlib.Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def train_and_evaluate(config, workdir) -> dict:
     """Trains `config.train.num_epochs` epochs on the training folds, validating and saving a
     checkpoint after each; resumes from the latest checkpoint in `workdir` if there is one."""
@@ -221,8 +215,9 @@ def train_and_evaluate(config, workdir) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config)
     train_idx, val_idx = dataset.split(config.data.fold)
-    _write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
-    (workdir / "folds.csv").write_text("Id,fold\n" + "".join(f"{i},{f}\n" for i, f in zip(dataset.train_ids, dataset.folds)))
+    outputs.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+    outputs.write_text(workdir / "folds.csv",
+                       "Id,fold\n" + "".join(f"{i},{f}\n" for i, f in zip(dataset.train_ids, dataset.folds)))
 
     mesh = sharding.make_mesh()
     sharding.check_divisible(config.train.batch_size, mesh, "train.batch_size")

@@ -1,0 +1,28 @@
+"""Files a run leaves for people and later steps, each written under a temporary name and
+renamed into place: a killed run never leaves a truncated file that looks complete."""
+
+import json
+import pathlib
+
+import numpy as np
+
+
+def write_text(path, text: str) -> pathlib.Path:
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def write_json(path, obj) -> pathlib.Path:
+    return write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def save_probs(path, ids, probs) -> pathlib.Path:
+    """A prediction file as `hpa_jax.ensemble` reads it: `ids` (str) and `probs` (N, C) float32."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, ids=np.asarray(ids, str), probs=np.asarray(probs, np.float32))
+    tmp.replace(path)
+    return path
