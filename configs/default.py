@@ -41,7 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.fold = 0                                # the fold held out for validation
     c.data.mean = HPA_MEAN
     c.data.std = HPA_STD
-    c.data.num_threads = 8                         # grain reader threads decoding PNGs
+    c.data.num_threads = 8                         # grain reader threads decoding PNGs (per worker process)
+    c.data.num_workers = 0                         # training reader processes (grain mp_prefetch); 0 = threads only
     c.data.prefetch = 4                            # batches grain prepares ahead
     c.data.synthetic = ml_collections.ConfigDict()
     c.data.synthetic.num_train = 1200
@@ -57,6 +58,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.head = ml_collections.ConfigDict()
     c.model.head.pool = "acp"                      # "acp" (concat avg+max) | "gap"
     c.model.head.layers = ((1024, 0.5),)           # buffering FC layers: (units, dropout)
+    c.model.head.batch_norm = False                # BN -> dropout before every FC (the 2018 winner's head)
+    c.model.encoder_options = ml_collections.ConfigDict()  # a family's own keywords; backbone configs list theirs
+    c.model.pretrained = config_dict.placeholder(str)  # encoder weights from `python -m hpa_jax.models.convert --out DIR`
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "sgd"                           # "sgd" (the paper) | "adamw"
@@ -93,6 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.keep = 3                          # the last N epochs, plus the best one
+    c.checkpoint.every_steps = 0                   # also save mid-epoch every N steps, with the data position; 0 = off
 
     c.lr_find = ml_collections.ConfigDict()        # --mode=lr_find: the LR range test
     c.lr_find.start_lr = 1e-5

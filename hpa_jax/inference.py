@@ -16,7 +16,7 @@ from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.errors import ConfigError, DataError
-from hpa_jax.models import create_model_from_config
+from hpa_jax.models import TRACE_SIZE, create_model_from_config, encoder_module_sort_key
 from hpa_jax.models.resnet import MESH_AXIS
 from hpa_jax.state import create_train_state
 
@@ -90,8 +90,10 @@ def restore_variables(config, workdir, which):
     """(model, variables, step) from the checkpoint `which` ('best', 'latest' or a step)."""
     model = create_model_from_config(config)
     mesh = sharding.make_mesh()
-    tx = optim.make_optimizer(config.optim, lambda step: config.optim.lr)  # only the state's structure matters
-    abstract = jax.eval_shape(lambda: create_train_state(model, tx, jax.random.key(0), image_size=64,
+    # Only the optimiser state's structure matters here, which the layer groups shape.
+    tx = optim.make_optimizer(config.optim, lambda step: config.optim.lr,
+                              module_sort_key=encoder_module_sort_key(config.model.name))
+    abstract = jax.eval_shape(lambda: create_train_state(model, tx, jax.random.key(0), image_size=TRACE_SIZE,
                                                          in_channels=config.in_channels))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
                             abstract)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from hpa_jax import optim, sharding
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
-from hpa_jax.models import create_model_from_config
+from hpa_jax.models import create_model_from_config, encoder_module_sort_key
 from hpa_jax.state import create_train_state
 from hpa_jax.train import class_weights_for, make_train_step
 
@@ -58,10 +58,13 @@ def lr_find(config, workdir) -> dict:
     mesh = sharding.make_mesh()
     sharding.check_divisible(config.train.batch_size, mesh, "train.batch_size")
     schedule = exponential_schedule(f.start_lr, f.end_lr, f.num_steps)
-    tx = optim.make_optimizer(config.optim, schedule)  # layer-group multipliers still apply
+    # The layer-group multipliers still apply to the swept LR.
+    tx = optim.make_optimizer(config.optim, schedule,
+                              module_sort_key=encoder_module_sort_key(config.model.name))
     model = create_model_from_config(config)
     state = create_train_state(model, tx, jax.random.key(config.seed), image_size=config.data.crop_size,
-                               in_channels=config.in_channels)
+                               in_channels=config.in_channels, pretrained=config.model.pretrained,
+                               model_name=config.model.name)
     state = jax.device_put(state, sharding.replicated(mesh))
     train_step = make_train_step(config, mesh, class_weights_for(config, dataset.train_labels[train_idx]))
     source = dataset.train_source(train_idx, config.data)
@@ -71,7 +74,7 @@ def lr_find(config, workdir) -> dict:
         for epoch in itertools.count():
             yield from pipeline.train_batches(source, batch_size=local_batch, crop_size=config.data.crop_size,
                                               seed=config.seed, epoch=epoch, num_threads=config.data.num_threads,
-                                              prefetch=config.data.prefetch)
+                                              prefetch=config.data.prefetch, num_workers=config.data.num_workers)
 
     rows, best, smoother = [], np.inf, SmoothedLoss(f.smoothing)
     dropout_rng = jax.random.key(config.seed + 1)

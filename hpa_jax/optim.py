@@ -14,6 +14,7 @@ PyTorch's CosineAnnealingWarmRestarts (SGDR), the paper's "cycles".
 import itertools
 import math
 import re
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ def _natural_key(name: str):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def param_groups(params, num_groups: int):
+def param_groups(params, num_groups: int, module_sort_key: Callable[[str], Any] | None = None):
     """A tree like `params` holding each leaf's layer group: 0 (earliest) .. num_groups - 1 (head).
 
     With one group everything is group 0. Otherwise the head (`params["head"]`) is the last
@@ -35,7 +36,8 @@ def param_groups(params, num_groups: int):
     of as-equal-as-possible size, earlier runs one longer when it does not divide. Submodules are
     ordered by name with numbers compared as numbers (stem conv1/bn1, layer1_0, ..., layer4_2):
     that is the definition order for the encoders here, and unlike dict order it survives jit,
-    which returns dicts with sorted keys.
+    which returns dicts with sorted keys. Families whose timm names do not sort that way
+    (DenseNet's conv0, denseblock1, ..., norm5) give their own `module_sort_key`.
     """
     if num_groups < 1:
         raise ConfigError("optim.group_lr_multipliers needs at least one group")
@@ -43,7 +45,7 @@ def param_groups(params, num_groups: int):
         return jax.tree.map(lambda _: 0, params)
     if set(params) != {"encoder", "head"}:
         raise ConfigError(f"layer groups need params with 'encoder' and 'head' at the top, got {sorted(params)}")
-    names = sorted(params["encoder"], key=_natural_key)
+    names = sorted(params["encoder"], key=module_sort_key or _natural_key)
     encoder_groups = num_groups - 1
     if len(names) < encoder_groups:
         raise ConfigError(f"{num_groups} layer groups need {encoder_groups} encoder submodules, "
@@ -132,7 +134,8 @@ def _group_optimizer(optim_config, lr: optax.Schedule) -> optax.GradientTransfor
     raise ConfigError(f"unknown optim.name {optim_config.name!r}: expected 'sgd' or 'adamw'")
 
 
-def make_optimizer(optim_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+def make_optimizer(optim_config, schedule: optax.Schedule, *,
+                   module_sort_key: Callable[[str], Any] | None = None) -> optax.GradientTransformation:
     """One optimiser per layer group (`param_groups`), each on `schedule` times its multiplier.
 
     The multiplier scales the whole LR, min_lr included (PyTorch's eta_min is shared by all
@@ -145,4 +148,4 @@ def make_optimizer(optim_config, schedule: optax.Schedule) -> optax.GradientTran
         raise ConfigError(f"optim.group_lr_multipliers must be finite and >= 0, got {multipliers}")
     transforms = {group: _group_optimizer(optim_config, lambda step, m=m: m * schedule(step))
                   for group, m in enumerate(multipliers)}
-    return optax.multi_transform(transforms, lambda params: param_groups(params, len(multipliers)))
+    return optax.multi_transform(transforms, lambda params: param_groups(params, len(multipliers), module_sort_key))

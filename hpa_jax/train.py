@@ -22,7 +22,7 @@ from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import oversample, pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.errors import ConfigError, TrainingDiverged
-from hpa_jax.models import create_model_from_config
+from hpa_jax.models import create_model_from_config, encoder_module_sort_key
 from hpa_jax.models.resnet import MESH_AXIS
 from hpa_jax.state import TrainState, create_train_state
 
@@ -113,7 +113,7 @@ def make_train_step(config, mesh, class_weights=None):
                                              rngs={"dropout": rng}, mutable=["batch_stats"])
             per_sample = losses.per_sample_loss(loss_config, logits, labels, class_weights)
             selected, local, k = hard_sample_selection(per_sample, loss_config.hard_sample_ratio)
-            return (per_sample * local).sum() / k, (updates["batch_stats"], selected)
+            return (per_sample * local).sum() / k, (updates.get("batch_stats", {}), selected)
 
         (loss, (batch_stats, selected)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         return finish(state, grads, loss, batch_stats, selected)
@@ -133,7 +133,7 @@ def make_train_step(config, mesh, class_weights=None):
             logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
                                              pipeline.normalize(images_j, mean, std), train=True,
                                              rngs={"dropout": jax.random.fold_in(rng, j)}, mutable=["batch_stats"])
-            return losses.per_sample_loss(loss_config, logits, labels_j, class_weights), updates["batch_stats"]
+            return losses.per_sample_loss(loss_config, logits, labels_j, class_weights), updates.get("batch_stats", {})
 
         k = losses.num_hard_samples(global_batch, loss_config.hard_sample_ratio)
         if k < global_batch:   # first pass: every sample's loss, then one selection over the whole batch
@@ -165,14 +165,22 @@ def make_train_step(config, mesh, class_weights=None):
     return jax.jit(sharded, donate_argnums=0)
 
 
-def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, schedule, check_every: int = 10):
-    """Runs the train step over the batches of the progress `bar`; returns the new state and the mean loss.
+def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, schedule, check_every: int = 10, *,
+              losses_before=(), checkpoint_every: int = 0, save_checkpoint=None):
+    """Runs the train step over the batches of the progress `bar`; returns the new state and the
+    mean loss of the epoch's steps.
 
     Device values are read back only every `check_every` steps, so the host keeps queueing work
     ahead of the device; a non-finite step found then raises `TrainingDiverged` naming it.
+
+    Mid-epoch checkpoints: after every global step that is a multiple of `checkpoint_every`,
+    `save_checkpoint(state, step, losses)` is called with the losses of all the epoch's steps so
+    far. The pending steps are checked first, so a diverged state is never saved and the losses
+    are complete; a run resumed from that checkpoint passes them back as `losses_before`, so its
+    epoch mean is the uninterrupted run's.
     """
     step = int(state.step)
-    pending, losses_seen = [], []
+    pending, losses_seen = [], [float(loss) for loss in losses_before]
 
     def check():
         host = jax.device_get(pending)
@@ -192,6 +200,9 @@ def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, sched
         step += 1
         if len(pending) == check_every:
             check()
+        if save_checkpoint is not None and checkpoint_every > 0 and step % checkpoint_every == 0:
+            check()
+            save_checkpoint(state, step, list(losses_seen))
     check()
     return state, float(np.mean(losses_seen)) if losses_seen else float("nan")
 
@@ -206,6 +217,30 @@ def oversampled_rows(config, labels: np.ndarray, train_idx: np.ndarray) -> np.nd
                                           rounding=config.data.oversample_rounding, seed=config.seed)
     print(oversample.summary(labels[train_idx], local, CLASS_NAMES))
     return train_idx[local]
+
+
+def check_progress(progress: dict | None, step: int, steps_per_epoch: int) -> None:
+    """A mid-epoch checkpoint's record must place its step where the current config does; with
+    another batch size or training set, its iterator state would point at other batches."""
+    if progress is not None and progress["epoch"] * steps_per_epoch + progress["batches_done"] != step:
+        raise ConfigError(f"the checkpoint at step {step} was taken {progress['batches_done']} batches into epoch "
+                          f"{progress['epoch'] + 1}, which does not fit {steps_per_epoch} steps per epoch: resume with "
+                          f"the data and batch settings it was trained with")
+
+
+def open_epoch_batches(config, source, local_batch: int, epoch: int, progress: dict | None):
+    """(the epoch's batch iterator, its worker count), moved to where `progress` left it when the
+    epoch resumes from a mid-epoch checkpoint. grain's iterator state is tied to the worker count,
+    so a resumed epoch is finished with the count it was saved with."""
+    num_workers = config.data.num_workers if progress is None else progress["num_workers"]
+    if num_workers != config.data.num_workers:
+        print(f"finishing epoch {epoch + 1} with data.num_workers={num_workers}, as its checkpoint was saved with")
+    batches = pipeline.train_batches(source, batch_size=local_batch, crop_size=config.data.crop_size, seed=config.seed,
+                                     epoch=epoch, num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+                                     num_workers=num_workers)
+    if progress is not None:
+        batches.set_state(progress["iterator"])
+    return batches, num_workers
 
 
 def train_and_evaluate(config, workdir) -> dict:
@@ -231,16 +266,22 @@ def train_and_evaluate(config, workdir) -> dict:
                                             num_epochs=config.train.num_epochs)
 
     model = create_model_from_config(config)
-    tx = optim.make_optimizer(config.optim, schedule)
+    tx = optim.make_optimizer(config.optim, schedule,
+                              module_sort_key=encoder_module_sort_key(config.model.name))
     rng = jax.random.key(config.seed)
     state = create_train_state(model, tx, jax.random.fold_in(rng, 0), image_size=config.data.crop_size,
-                               in_channels=config.in_channels)
+                               in_channels=config.in_channels, pretrained=config.model.pretrained,
+                               model_name=config.model.name)
     state = jax.device_put(state, sharding.replicated(mesh))
     cycle_end_steps = [e * steps_per_epoch for e in optim.cycle_end_epochs(config.optim, config.train.num_epochs)]
     manager = checkpoint.checkpoint_manager(workdir, config.checkpoint.keep, keep_steps=cycle_end_steps)
+    progress = None   # set when resuming from a mid-epoch checkpoint: where in its epoch it was taken
     if manager.latest_step() is not None:
         state = checkpoint.restore(manager, manager.latest_step(), state)
-        print(f"resumed from {manager.directory} at step {int(state.step)}")
+        progress = checkpoint.restore_progress(manager, manager.latest_step())
+        check_progress(progress, int(state.step), steps_per_epoch)
+        where = f" (epoch {progress['epoch'] + 1}, batch {progress['batches_done']})" if progress else ""
+        print(f"resumed from {manager.directory} at step {int(state.step)}{where}")
     train_step = make_train_step(config, mesh, class_weights_for(config, dataset.train_labels[train_idx]))
     predict_step = inference.make_predict_step(model, config, mesh)
     dropout_rng = jax.random.fold_in(rng, 1)
@@ -248,20 +289,33 @@ def train_and_evaluate(config, workdir) -> dict:
     train_source = dataset.train_source(train_rows, config.data)
     val_source = dataset.train_source(val_idx, config.data)
     record = {}
+    every_steps = int(config.checkpoint.every_steps)
+    if every_steps < 0:
+        raise ConfigError(f"checkpoint.every_steps must be 0 (epoch ends only) or a number of steps, got {every_steps}")
     for epoch in range(int(state.step) // steps_per_epoch, config.train.num_epochs):
         start = time.time()
-        batches = pipeline.train_batches(train_source, batch_size=local_batch, crop_size=config.data.crop_size,
-                                         seed=config.seed, epoch=epoch, num_threads=config.data.num_threads,
-                                         prefetch=config.data.prefetch)
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.train.num_epochs}", unit="batch",
-                   dynamic_ncols=True)
+        resumed = progress if progress is not None and progress["epoch"] == epoch else None
+        batches, num_workers = open_epoch_batches(config, train_source, local_batch, epoch, resumed)
+        bar = tqdm(batches, total=steps_per_epoch, initial=resumed["batches_done"] if resumed else 0,
+                   desc=f"epoch {epoch + 1}/{config.train.num_epochs}", unit="batch", dynamic_ncols=True)
+
+        def save_mid_epoch(state, step, losses, epoch=epoch, batches=batches, num_workers=num_workers):
+            if step % steps_per_epoch == 0:
+                return    # the epoch end: its checkpoint, with validation metrics, follows
+            checkpoint.save(manager, step, state, None, progress={
+                "epoch": epoch, "batches_done": step - epoch * steps_per_epoch, "num_workers": num_workers,
+                "iterator": batches.get_state(), "train_losses": losses})
+
         try:
-            state, train_loss = run_epoch(train_step, state, bar, mesh, dropout_rng, schedule)
+            state, train_loss = run_epoch(train_step, state, bar, mesh, dropout_rng, schedule,
+                                          losses_before=resumed["train_losses"] if resumed else (),
+                                          checkpoint_every=every_steps, save_checkpoint=save_mid_epoch)
         except TrainingDiverged as e:
             raise TrainingDiverged(f"{e} (epoch {epoch + 1}); nothing after it was saved, the last good checkpoint "
                                    f"is step {manager.latest_step()} in {manager.directory}") from None
         finally:
             bar.close()
+            batches.close()
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         probs = inference.predict_probs(predict_step, variables, mesh, config, val_source, desc="validate")
         record = {"epoch": epoch + 1, "step": int(state.step), "cycle_end": int(state.step) in cycle_end_steps,

@@ -205,23 +205,26 @@ def add_quickstart_arguments(parser):
     parser.add_argument("--workdir", type=pathlib.Path, default=REPO / "runs" / "benchmark_quickstart")
 
 
-def run_quickstart(args) -> str:
-    """README's quickstart command, timed end to end (train, evaluate, predict; the synthetic
-    dataset generated beforehand), once per variant, same seed and epochs."""
+def quickstart_run(workdir: pathlib.Path, overrides) -> tuple[float, dict]:
+    """README's quickstart command with `overrides`: (wall seconds, its eval_metrics.json)."""
     import json
     import shutil
     import subprocess
 
+    shutil.rmtree(workdir, ignore_errors=True)
+    command = [sys.executable, "-m", "hpa_jax.main", "--config=configs/quickstart.py", f"--workdir={workdir}",
+               "--mode=train,evaluate,predict", *overrides]
+    start = time.time()
+    subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.time() - start, json.loads((workdir / "eval_metrics.json").read_text())
+
+
+def run_quickstart(args) -> str:
+    """README's quickstart command, timed end to end (train, evaluate, predict; the synthetic
+    dataset generated beforehand), once per variant, same seed and epochs."""
     rows = []
     for name, overrides in QUICKSTART_VARIANTS.items():
-        workdir = args.workdir / str(len(rows))
-        shutil.rmtree(workdir, ignore_errors=True)
-        command = [sys.executable, "-m", "hpa_jax.main", "--config=configs/quickstart.py", f"--workdir={workdir}",
-                   "--mode=train,evaluate,predict", *overrides]
-        start = time.time()
-        subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        seconds = time.time() - start
-        result = json.loads((workdir / "eval_metrics.json").read_text())
+        seconds, result = quickstart_run(args.workdir / str(len(rows)), overrides)
         rows.append(f"| {name} | {seconds / 60:.1f} min | {result['val_macro_f1']:.4f} | "
                     f"{result['val_macro_f1_fitted_in_sample']:.4f} | {result['label_prior_macro_f1']:.4f} |")
     return "\n".join([
@@ -233,6 +236,29 @@ def run_quickstart(args) -> str:
         "| run | wall time | macro-F1 at 0.5 | fitted thresholds (in-sample) | label-prior baseline |",
         "|---|---|---|---|---|", *rows])
 
+
+
+def add_zoo_arguments(parser):
+    parser.add_argument("--workdir", type=pathlib.Path, default=REPO / "runs" / "benchmark_zoo")
+    parser.add_argument("--names", nargs="*", default=["resnet18", "resnet50", "resnet101", "seresnext50_32x4d",
+                                                       "inception_v4", "densenet121", "gapnet_pl"])
+
+
+def run_zoo(args) -> str:
+    """The quickstart once per encoder, changing nothing but `--config.model.name`."""
+    rows = []
+    for name in args.names:
+        seconds, result = quickstart_run(args.workdir / name, [f"--config.model.name={name}"])
+        rows.append(f"| {name} | {seconds / 60:.1f} min | {result['val_macro_f1']:.4f} | "
+                    f"{result['val_macro_f1_fitted_in_sample']:.4f} | {result['label_prior_macro_f1']:.4f} |")
+        print(rows[-1], flush=True)
+    return "\n".join([
+        "## zoo: every encoder in the quickstart", "", f"Measured on: {machine()}.", "",
+        "README's quickstart command with only `--config.model.name` changed: the same width 16, 112 px crops,",
+        "16 epochs, AdamW, E-loss and hard sampler for every encoder (none of them tuned for it). Wall time",
+        "includes compiling and the evaluate and predict modes; the synthetic dataset was already cached.", "",
+        "| encoder | wall time | macro-F1 at 0.5 | fitted thresholds (in-sample) | label-prior baseline |",
+        "|---|---|---|---|---|", *rows])
 
 
 # ---- data: packed store vs PNG decoding -------------------------------------------------------
@@ -331,11 +357,122 @@ Packed is {b / a:.1f}x the PNG path (target: at least 5x) and {b / c:.1f}x the P
 {c / a:.2f}x the PNG path (both decode with PIL; `read_sample` adds its file and mode checks).
 """
 
+# ---- models: the encoder zoo against timm -----------------------------------------------------
+
+# The smallest input each timm architecture accepts (InceptionV4's valid-padded reductions need
+# 75 px; the others run at their stride, 32 px).
+PARITY_SIZE = {"resnet50": 32, "resnet101": 32, "seresnext50_32x4d": 32, "inception_v4": 75, "densenet121": 32}
+
+
+def add_models_arguments(parser):
+    parser.add_argument("--names", nargs="*", default=None, help="encoders (default: all registered but resnet18/34)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps after the first (compiling) one")
+
+
+def jax_train_step_seconds(name: str, batch: int, size: int, steps: int) -> tuple[float, float]:
+    """(first step incl. compilation, median later step) of hpa_jax's sharded train step: forward,
+    backward and SGD update of the full-size encoder with timm's own classifier (gap head)."""
+    from configs import default
+    from hpa_jax import optim, sharding
+    from hpa_jax.models import create_model_from_config
+    from hpa_jax.state import create_train_state
+    from hpa_jax.train import make_train_step
+
+    config = default.get_config()
+    config.model.name = name
+    config.model.head.pool, config.model.head.layers = "gap", ()
+    config.train.batch_size = batch
+    mesh = sharding.make_mesh()
+    tx = optim.make_optimizer(config.optim, lambda step: config.optim.lr)
+    state = create_train_state(create_model_from_config(config), tx, jax.random.key(0), image_size=size,
+                               in_channels=4)
+    state = jax.device_put(state, sharding.replicated(mesh))
+    step = make_train_step(config, mesh, None)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch, size, size, 4), dtype=np.uint8)
+    labels = (rng.random((batch, 28)) < 0.1).astype(np.float32)
+    batch_arrays = sharding.put_batch(mesh, (images, labels))
+
+    def one():
+        nonlocal state
+        state, metrics = step(state, *batch_arrays, jax.random.key(1))
+        jax.block_until_ready(metrics)
+
+    return timed(one, steps)
+
+
+def timm_train_step_seconds(name: str, batch: int, size: int, steps: int) -> tuple[float, float]:
+    """The same step in PyTorch: timm's model, BCE-with-logits, SGD with momentum."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, in_chans=4, num_classes=28).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-6)
+    images = torch.randn(batch, 4, size, size)
+    labels = (torch.rand(batch, 28) < 0.1).float()
+
+    def one():
+        optimizer.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(model(images), labels).backward()
+        optimizer.step()
+
+    return timed(one, steps)
+
+
+def run_models(args) -> str:
+    """Per encoder: parameter count (ours by eval_shape, timm's), converted-weights parity error,
+    and training-step throughput at batch x size against timm in the same process."""
+    import torch
+    from flax import traverse_util
+
+    sys.path.insert(0, str(REPO / "tests" / "interop"))
+    from timm_twin import parity_error, timm_param_count  # noqa: E402
+
+    from hpa_jax.models import ENCODERS, TRACE_SIZE, create_model
+
+    names = args.names or [n for n in ENCODERS if n not in ("resnet18", "resnet34")]
+    rows = []
+    for name in names:
+        model = create_model(name, 28, head="gap")
+        shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jax.numpy.zeros((1, TRACE_SIZE, TRACE_SIZE, 4)),
+                                                   train=False))
+        ours = sum(int(np.prod(v.shape)) for v in traverse_util.flatten_dict(shapes["params"]).values())
+        has_twin = name in PARITY_SIZE
+        theirs = f"{timm_param_count(name):,}" if has_twin else "(no timm model)"
+        error = f"{parity_error(name, PARITY_SIZE[name])[0]:.1e} at {PARITY_SIZE[name]} px" if has_twin else "-"
+        first, jax_step = jax_train_step_seconds(name, args.batch, args.size, args.steps)
+        timm_rate = "-"
+        if has_twin:
+            _, timm_step = timm_train_step_seconds(name, args.batch, args.size, args.steps)
+            timm_rate = f"{args.batch / timm_step:.2f}"
+        rows.append(f"| {name} | {ours:,} | {theirs} | {error} | {args.batch / jax_step:.2f} | {timm_rate} | "
+                    f"{first:.0f} s |")
+        print(rows[-1], flush=True)
+    return "\n".join([
+        "## models: the encoder zoo against timm", "", f"Measured on: {machine()}; torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads.", "",
+        "Parameters with 4 input channels, 28 classes and timm's own classifier (`head=\"gap\"`), ours counted",
+        "with `jax.eval_shape`. Parity: a random timm model (BatchNorm statistics randomised) converted by",
+        "`hpa_jax.models.convert`, max |ours - timm| / max |timm| over the logits of 2 random images in eval mode,",
+        "float32. Training throughput: one SGD step (forward, backward, update; BatchNorm in training mode) at",
+        f"batch {args.batch}, {args.size} px, float32, median of {args.steps} steps after the first; ours is the",
+        "sharded train step on this machine's single CPU device, timm's the same step in PyTorch, same process.", "",
+        "| encoder | params (ours) | params (timm) | parity error | ours img/s | timm img/s | first step (compile) |",
+        "|---|---|---|---|---|---|---|", *rows])
+
+
 # name -> (add its options, run it and return its Markdown, one-line help)
 BENCHMARKS = {
     "postprocess": (add_postprocess_arguments, run_postprocess, "threshold search: jitted vs a scikit-learn loop"),
     "quickstart": (add_quickstart_arguments, run_quickstart, "README's quickstart: wall time and scores"),
     "data": (add_data_arguments, run_data, "images/s: packed store vs PNG decoding vs a PIL loop"),
+    "zoo": (add_zoo_arguments, run_zoo, "the quickstart once per encoder: wall time and scores"),
+    "models": (add_models_arguments, run_models, "encoders: parameters, timm parity, training images/s vs timm"),
+    "zoo": (add_zoo_arguments, run_zoo, "the quickstart once per encoder: wall time and scores"),
+    "models": (add_models_arguments, run_models, "encoders: parameters, timm parity, training images/s vs timm"),
 }
 
 

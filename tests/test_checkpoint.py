@@ -50,3 +50,44 @@ def test_keeps_last_n_the_best_and_cycle_ends(tmp_path):
     reader = checkpoint.checkpoint_manager(tmp_path, must_exist=True)
     assert checkpoint.resolve_step(reader, "best") == 2
     assert checkpoint.resolve_step(reader, "latest") == 5
+
+
+def test_mid_epoch_checkpoints_do_not_evict_epochs_and_only_the_newest_stays(tmp_path):
+    """Mid-epoch checkpoints (no metrics, a progress record) neither count towards the last
+    `keep` epochs nor evict the best or cycle-end ones, and each goes once a newer one is saved."""
+    manager = checkpoint.checkpoint_manager(tmp_path, keep=2, keep_steps=[4])
+    state = {"w": np.arange(3.0)}
+    epoch_f1 = {2: 0.9, 4: 0.1, 6: 0.2, 8: 0.3, 10: 0.4}          # epochs of 2 steps; odd steps are mid-epoch
+    for step in range(1, 12):
+        if step in epoch_f1:
+            checkpoint.save(manager, step, state, {checkpoint.BEST_METRIC: epoch_f1[step]})
+        else:
+            checkpoint.save(manager, step, state, None, {"epoch": step // 2, "batches_done": 1,
+                                                         "iterator": {"next_index": 1}})
+    manager.wait_until_finished()
+    assert sorted(manager.all_steps()) == [2, 4, 8, 10, 11]       # best, cycle end, last 2 epochs, newest
+    reader = checkpoint.checkpoint_manager(tmp_path, must_exist=True)
+    assert checkpoint.resolve_step(reader, "best") == 2 and checkpoint.resolve_step(reader, "latest") == 11
+    assert checkpoint.restore_progress(reader, 11) == {"epoch": 5, "batches_done": 1, "iterator": {"next_index": 1}}
+    assert checkpoint.restore_progress(reader, 10) is None
+    np.testing.assert_array_equal(checkpoint.restore(reader, 11, state)["w"], state["w"])
+
+
+def test_checkpoints_written_before_named_items_still_restore(tmp_path):
+    """A run checkpointed as one unnamed orbax item (before mid-epoch checkpoints) restores, has no
+    progress record, keeps its best step, and can be resumed with mid-epoch checkpoints."""
+    import orbax.checkpoint as ocp
+
+    state = {"w": np.arange(3.0)}
+    options = ocp.CheckpointManagerOptions(best_fn=lambda m: m[checkpoint.BEST_METRIC], best_mode="max")
+    old = ocp.CheckpointManager(tmp_path / "checkpoints", options=options)
+    old.save(3, args=ocp.args.StandardSave(state), metrics={checkpoint.BEST_METRIC: 0.5})
+    old.wait_until_finished()
+
+    manager = checkpoint.checkpoint_manager(tmp_path)
+    assert checkpoint.resolve_step(manager, "best") == 3 and checkpoint.restore_progress(manager, 3) is None
+    np.testing.assert_array_equal(checkpoint.restore(manager, 3, state)["w"], state["w"])
+    checkpoint.save(manager, 4, {"w": state["w"] + 1}, None, {"epoch": 1, "batches_done": 1, "iterator": {}})
+    manager.wait_until_finished()
+    assert checkpoint.restore_progress(manager, 4)["batches_done"] == 1
+    np.testing.assert_array_equal(checkpoint.restore(manager, 4, state)["w"], state["w"] + 1)

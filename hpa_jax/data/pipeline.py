@@ -124,14 +124,43 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def train_batches(source: ImageSource, *, batch_size: int, crop_size: int, seed: int, epoch: int,
-                  num_threads: int = 8, prefetch: int = 4) -> Iterator[dict]:
-    """One epoch of shuffled, augmented, full batches; the same (seed, epoch) gives the same batches."""
+def _let_grain_read_flags() -> None:
+    """grain reads an absl flag (worker profiling) when it starts worker processes, which raises
+    before absl has parsed the command line: in tests, notebooks or any caller that is not an absl
+    app. The CLI has parsed them already; elsewhere the flags' defaults are what grain would get."""
+    from absl import flags  # noqa: PLC0415
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def train_batches(source: ImageSource | PackedSource, *, batch_size: int, crop_size: int, seed: int, epoch: int,
+                  num_threads: int = 8, prefetch: int = 4, num_workers: int = 0) -> grain.DatasetIterator:
+    """One epoch of shuffled, augmented, full batches; the same (seed, epoch) gives the same batches
+    whatever `num_workers`.
+
+    `num_workers` > 0 reads in that many worker processes (each with `num_threads` threads), which
+    decoding PNGs on many cores needs: the GIL caps threads. grain slices the batched dataset among
+    the workers (worker w makes batches w, w + N, ...) and takes their outputs round-robin, and
+    every batch is a pure function of (seed, epoch, batch index), so the order and the crops do
+    not depend on N.
+
+    The iterator's `get_state()` is a JSON-serialisable record of how far it got; `set_state` on a
+    fresh iterator of the same epoch, source and worker count continues from there. `close()` it
+    to stop the workers.
+    """
+    if num_workers < 0:
+        raise ConfigError(f"data.num_workers must be 0 (threads only) or a number of processes, got {num_workers}")
     ds = (grain.MapDataset.source(source)
           .shuffle(seed=_epoch_seed(seed, epoch))
           .random_map(functools.partial(random_crop_d4, crop_size=crop_size), seed=_epoch_seed(seed + 1, epoch))
-          .batch(batch_size, drop_remainder=True))
-    return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)))
+          .batch(batch_size, drop_remainder=True)
+          .to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)))
+    if num_workers > 0:
+        _let_grain_read_flags()
+        per_worker = max(1, -(-prefetch // num_workers))   # about `prefetch` batches ready in all
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=per_worker))
+    return iter(ds)
 
 
 def eval_batches(source: ImageSource, *, batch_size: int, num_threads: int = 8,

@@ -1,16 +1,43 @@
-"""Model registry: `create_model(name, ...)` builds encoder + head by timm-style name."""
+"""Model registry: `create_model(name, ...)` builds encoder + head by timm-style name.
 
-from typing import Any, Callable, Sequence
+Each architecture family lives in one module that declares:
+
+- `ENCODER_NAMES`: the timm-style names it builds;
+- `build_encoder(name, *, width=64, dtype)`: the encoder module; `__call__(x, *, train)`
+  returns the last feature map (B, h, w, C); width 64 is the full-size network, smaller
+  widths scale every channel count so tests can run the same code tiny;
+- `TIMM_CLASSIFIER`: the prefix of timm's classifier keys (None without a timm twin);
+- `flax_module_path(torch_module)`: where a timm module's tensors live in the Flax encoder,
+  used by `hpa_jax.models.convert` to match checkpoints by name;
+- optionally `module_sort_key(module_name)`, when sorting the encoder's top-level module names
+  (numbers as numbers) does not give their forward order, which layer groups rely on.
+"""
+
+from types import ModuleType
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
+from hpa_jax.models import densenet, gapnet, inception, resnet
 from hpa_jax.models.heads import ClassifierHead
-from hpa_jax.models.resnet import RESNET_DEPTHS, resnet_encoder
 
+# A spatial size every encoder accepts (InceptionV4's valid-padded reductions need about 75 px),
+# for tracing variable shapes with `jax.eval_shape`; never run at this size just for that.
+TRACE_SIZE = 299
+
+FAMILIES: tuple[ModuleType, ...] = (resnet, inception, densenet, gapnet)
+FAMILY_OF: dict[str, ModuleType] = {name: family for family in FAMILIES for name in family.ENCODER_NAMES}
 # name -> constructor(name, width=..., dtype=...) returning an encoder module.
-ENCODERS: dict[str, Callable[..., nn.Module]] = {name: resnet_encoder for name in RESNET_DEPTHS}
+ENCODERS: dict[str, Callable[..., nn.Module]] = {name: family.build_encoder for name, family in FAMILY_OF.items()}
+
+
+def encoder_module_sort_key(name: str) -> Callable[[str], Any] | None:
+    """The family's key that sorts its top-level encoder modules into forward order (for layer
+    groups), or None where natural name order already is forward order."""
+    family = FAMILY_OF.get(name)
+    return getattr(family, "module_sort_key", None)
 
 
 class Classifier(nn.Module):
@@ -23,22 +50,52 @@ class Classifier(nn.Module):
         return self.head(self.encoder(images.astype(self.encoder.dtype), train=train), train=train)
 
 
+def head_spec(head: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """`head` as given to `create_model`: "gap" (timm's own classifier), "acp" (the paper's
+    default head), or a mapping/ConfigDict with any of pool, layers, batch_norm."""
+    spec = {"pool": "acp", "layers": ((1024, 0.5),), "batch_norm": False}
+    if head is None:
+        return spec
+    if isinstance(head, str):
+        if head == "gap":
+            return {"pool": "gap", "layers": (), "batch_norm": False}
+        return {**spec, "pool": head}
+    unknown = set(head) - set(spec)
+    if unknown:
+        raise ConfigError(f"unknown head option(s) {sorted(unknown)}; expected pool, layers, batch_norm")
+    return {**spec, **dict(head)}
+
+
 def create_model(name: str, num_classes: int = 28, in_channels: int = 4, *,
-                 head_pool: str = "acp", head_layers: Sequence[Sequence[float]] = ((1024, 0.5),),
-                 width: int = 64, dtype: Any = "float32") -> Classifier:
-    """Builds a classifier. `in_channels` is fixed by the input at `init`; it is accepted here
-    so call sites read like timm's `create_model(name, in_chans=4, num_classes=28)`."""
+                 head: str | Mapping[str, Any] | None = None,
+                 head_pool: str | None = None, head_layers: Sequence[Sequence[float]] | None = None,
+                 width: int = 64, dtype: Any = "float32",
+                 encoder_options: Mapping[str, Any] | None = None) -> Classifier:
+    """Builds a classifier, as timm's `create_model(name, in_chans=4, num_classes=28)` would.
+
+    `in_channels` is fixed by the input at `init`; it is accepted for call sites that read like
+    timm's. `head_pool`/`head_layers` override single fields of `head`. `encoder_options` are a
+    family's own keywords (GapNet-PL's `extra_first_stage_convs`, for example).
+    """
     del in_channels
     if name not in ENCODERS:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(ENCODERS))}")
+    spec = head_spec(head)
+    if head_pool is not None:
+        spec["pool"] = head_pool
+    if head_layers is not None:
+        spec["layers"] = head_layers
     dtype = jnp.dtype(dtype)
-    encoder = ENCODERS[name](name, width=width, dtype=dtype)
-    head = ClassifierHead(num_classes=num_classes, pool=head_pool, layers=tuple(map(tuple, head_layers)),
-                          dtype=dtype)
-    return Classifier(encoder=encoder, head=head)
+    try:
+        encoder = ENCODERS[name](name, width=width, dtype=dtype, **dict(encoder_options or {}))
+    except TypeError as e:
+        raise ConfigError(f"model.encoder_options {dict(encoder_options or {})} do not fit {name}: {e}") from None
+    return Classifier(encoder=encoder, head=ClassifierHead(
+        num_classes=num_classes, pool=spec["pool"], layers=tuple(map(tuple, spec["layers"])),
+        batch_norm=bool(spec["batch_norm"]), dtype=dtype))
 
 
 def create_model_from_config(config) -> Classifier:
     m = config.model
-    return create_model(m.name, config.num_classes, config.in_channels, head_pool=m.head.pool,
-                        head_layers=m.head.layers, width=m.width, dtype=m.dtype)
+    return create_model(m.name, config.num_classes, config.in_channels, head=dict(m.head),
+                        width=m.width, dtype=m.dtype, encoder_options=m.get("encoder_options"))

@@ -5,12 +5,14 @@ HPA patterns such as centrosomes or nuclear bodies are a few bright pixels that 
 average pooling alone dilutes away.
 """
 
+from functools import partial
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
+from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS
 
 
 def adaptive_concat_pool(x: jnp.ndarray) -> jnp.ndarray:
@@ -24,11 +26,17 @@ class ClassifierHead(nn.Module):
 
     `pool="acp"` with `layers=((1024, 0.5),)` is the paper's ResNet50 head;
     `pool="gap"` with no layers is the original backbone's classifier.
+
+    `batch_norm=True` is the 2018 winner's head: every FC layer, the logits included, is
+    preceded by BatchNorm and dropout (BN -> dropout -> FC -> ReLU, ..., BN -> dropout -> FC),
+    the last dropout being the last layer's rate. BatchNorm there keeps the concatenated max
+    and average features, which have very different scales, on one footing.
     """
 
     num_classes: int
     pool: str = "acp"
     layers: Sequence[Sequence[float]] = ((1024, 0.5),)
+    batch_norm: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -39,9 +47,18 @@ class ClassifierHead(nn.Module):
             h = features.mean(axis=(1, 2))
         else:
             raise ConfigError(f"unknown head pool {self.pool!r}: expected 'acp' or 'gap'")
-        for i, (units, rate) in enumerate(self.layers):
-            h = nn.Dense(int(units), dtype=self.dtype, name=f"buffer{i}")(h)
-            h = nn.relu(h)
-            h = nn.Dropout(float(rate), deterministic=not train)(h)
+        if self.batch_norm:
+            norm = partial(nn.BatchNorm, use_running_average=not train, dtype=self.dtype,
+                           axis_name=MESH_AXIS, **BATCH_NORM_DEFAULTS)
+            rate = 0.0
+            for i, (units, rate) in enumerate(self.layers):
+                h = nn.Dropout(float(rate), deterministic=not train)(norm(name=f"buffer{i}_bn")(h))
+                h = nn.relu(nn.Dense(int(units), dtype=self.dtype, name=f"buffer{i}")(h))
+            h = nn.Dropout(float(rate), deterministic=not train)(norm(name="fc_bn")(h))
+        else:
+            for i, (units, rate) in enumerate(self.layers):
+                h = nn.Dense(int(units), dtype=self.dtype, name=f"buffer{i}")(h)
+                h = nn.relu(h)
+                h = nn.Dropout(float(rate), deterministic=not train)(h)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(h)
         return logits.astype(jnp.float32)

@@ -1,24 +1,41 @@
-"""4-channel ResNets (He et al. 2016) in the torchvision/timm layout.
+"""4-channel ResNets (He et al. 2016) and SE-ResNeXts (the paper's "SENet") in timm's layout.
 
 Depth and width are attributes so that tests and the quickstart can run a tiny network with
-the same code as the full-size ResNet50/101 of the paper. Module names follow timm's
-(`conv1`, `bn1`, `layer1_0`, `downsample_conv`...) so that converted weights map by name.
+the same code as the full-size networks of the paper. Module names follow timm's (`conv1`,
+`bn1`, `layer1_0`, `downsample_conv`, `se`...) so that converted weights map by name.
 """
 
+import math
+import re
 from functools import partial
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-# PyTorch's BatchNorm2d defaults (momentum 0.1 means a decay of 0.9 here); the batch
-# statistics are averaged over the device mesh axis so training does not depend on how
-# many devices the global batch is split over.
-BATCH_NORM_DEFAULTS = dict(momentum=0.9, epsilon=1e-5)
-MESH_AXIS = "data"
+from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, conv_init, torch_conv
 
-# PyTorch's default conv init (kaiming normal, fan_out) as torchvision's ResNet uses.
-conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+__all__ = ["ENCODER_NAMES", "MESH_AXIS", "ResNetEncoder", "build_encoder", "flax_module_path"]
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gates from the globally pooled map (Hu et al. 2018): HPA classes differ mostly in
+    *which* structures light up, which is a per-channel question. 1x1 convolutions with bias,
+    as timm's SEModule, so its weights load unchanged."""
+
+    reduced: int
+
+    @nn.compact
+    def __call__(self, x):
+        s = x.mean(axis=(1, 2), keepdims=True)
+        s = nn.relu(nn.Conv(self.reduced, (1, 1), dtype=x.dtype, name="fc1")(s))
+        s = nn.Conv(x.shape[-1], (1, 1), dtype=x.dtype, name="fc2")(s)
+        return x * nn.sigmoid(s)
+
+
+def se_channels(channels: int, ratio: float = 1 / 16, divisor: int = 8) -> int:
+    """timm's `make_divisible(channels * ratio, 8, round_limit=0)` for its SE modules."""
+    return max(divisor, int(channels * ratio + divisor / 2) // divisor * divisor)
 
 
 class BasicBlock(nn.Module):
@@ -46,23 +63,35 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (strided, as torchvision's "ResNet v1.5"), 1x1 expand x4 (ResNet50/101)."""
+    """1x1 reduce, 3x3 (strided, as torchvision's "ResNet v1.5"), 1x1 expand x4 (ResNet50/101).
+
+    With `cardinality` > 1 the 3x3 is a grouped convolution of `cardinality` groups of
+    `base_width`-per-64 channels (ResNeXt), and `squeeze_excite` gates the expanded output
+    before the residual sum (SE-ResNeXt), both as timm builds them.
+    """
 
     filters: int
     strides: int
     conv: Callable
     norm: Callable
+    cardinality: int = 1
+    base_width: int = 64
+    squeeze_excite: bool = False
     expansion = 4
 
     @nn.compact
     def __call__(self, x, *, train: bool):
         residual = x
-        y = self.conv(self.filters, (1, 1), name="conv1")(x)
+        width = max(1, math.floor(self.filters * self.base_width / 64)) * self.cardinality
+        y = self.conv(width, (1, 1), name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y, use_running_average=not train))
-        y = self.conv(self.filters, (3, 3), (self.strides, self.strides), name="conv2")(y)
+        y = self.conv(width, (3, 3), (self.strides, self.strides), feature_group_count=self.cardinality,
+                      name="conv2")(y)
         y = nn.relu(self.norm(name="bn2")(y, use_running_average=not train))
         y = self.conv(self.filters * self.expansion, (1, 1), name="conv3")(y)
         y = self.norm(name="bn3", scale_init=nn.initializers.zeros)(y, use_running_average=not train)
+        if self.squeeze_excite:
+            y = SqueezeExcite(se_channels(y.shape[-1]), name="se")(y)
         if residual.shape != y.shape:
             residual = self.conv(self.filters * self.expansion, (1, 1), (self.strides, self.strides),
                                  name="downsample_conv")(x)
@@ -85,10 +114,9 @@ class ResNetEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init,
-                       padding="SAME")
+        conv = partial(torch_conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
         norm = partial(nn.BatchNorm, dtype=self.dtype, axis_name=self.axis_name, **BATCH_NORM_DEFAULTS)
-        x = conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), name="conv1")(x)
+        x = conv(self.width, (7, 7), (2, 2), name="conv1")(x)
         x = nn.relu(norm(name="bn1")(x, use_running_average=not train))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for i, num_blocks in enumerate(self.stage_sizes):
@@ -98,14 +126,42 @@ class ResNetEncoder(nn.Module):
         return x
 
 
+class SEResNeXtBottleneck(Bottleneck):
+    """timm's seresnext50_32x4d block: 32 groups of 4-per-64 channels, squeeze-and-excite."""
+
+    cardinality: int = 32
+    base_width: int = 4
+    squeeze_excite: bool = True
+
+
 RESNET_DEPTHS = {
     "resnet18": ((2, 2, 2, 2), BasicBlock),
     "resnet34": ((3, 4, 6, 3), BasicBlock),
     "resnet50": ((3, 4, 6, 3), Bottleneck),
     "resnet101": ((3, 4, 23, 3), Bottleneck),
+    "seresnext50_32x4d": ((3, 4, 6, 3), SEResNeXtBottleneck),
 }
+ENCODER_NAMES = tuple(RESNET_DEPTHS)
+TIMM_CLASSIFIER = "fc"
 
 
-def resnet_encoder(name: str, *, width: int = 64, dtype=jnp.float32) -> ResNetEncoder:
+def build_encoder(name: str, *, width: int = 64, dtype=jnp.float32) -> ResNetEncoder:
     stage_sizes, block = RESNET_DEPTHS[name]
     return ResNetEncoder(stage_sizes=stage_sizes, block=block, width=width, dtype=dtype)
+
+
+_DOWNSAMPLE = {"0": "downsample_conv", "1": "downsample_bn"}
+
+
+def flax_module_path(torch_module: str) -> tuple[str, ...]:
+    """timm: `layer1.0.conv1`, `layer1.0.downsample.0`, `layer1.0.se.fc1` ->
+    Flax: ("layer1_0", "conv1"), ("layer1_0", "downsample_conv"), ("layer1_0", "se", "fc1")."""
+    match = re.fullmatch(r"(layer\d+)\.(\d+)\.(.+)", torch_module)
+    if not match:
+        return (torch_module,)
+    stage, index, rest = match.groups()
+    block = f"{stage}_{index}"
+    downsample = re.fullmatch(r"downsample\.(\d)", rest)
+    if downsample:
+        return (block, _DOWNSAMPLE[downsample.group(1)])
+    return (block, *rest.split("."))

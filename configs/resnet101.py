@@ -1,0 +1,13 @@
+"""ResNet101 as in Zhang et al. 2021: "the same as that of ResNet50 except that the ACP layer is
+followed by two separate buffering layers with 4096 units, a 0.25 dropout ratio and 1024 units,
+a 0.5 dropout ratio". Everything else (LRs, cycles, crops, batch, E-loss) is resnet50.py's.
+"""
+
+from configs import resnet50
+
+
+def get_config():
+    c = resnet50.get_config()
+    c.model.name = "resnet101"
+    c.model.head.layers = ((4096, 0.25), (1024, 0.5))
+    return c

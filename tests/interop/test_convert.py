@@ -1,0 +1,86 @@
+"""The converter: safetensors without torch, .pth with it, the 3->4 channel stem rule, refusals
+that name the offending tensor, and training's `model.pretrained` loading what it wrote."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+from timm_twin import random_timm_model, state_dict_numpy, torch
+
+from hpa_jax.errors import CheckpointError, ConfigError
+from hpa_jax.models import convert, create_model
+
+NAME = "resnet50"
+
+
+@pytest.fixture(scope="module")
+def imagenet_like():
+    """A 3-channel, 1000-class timm resnet50 state_dict, as ImageNet checkpoints come."""
+    return state_dict_numpy(random_timm_model(NAME, num_classes=1000, in_chans=3))
+
+
+def test_red_filter_goes_to_the_yellow_slot(imagenet_like):
+    variables = convert.convert_state_dict(NAME, imagenet_like, include_head=False)
+    stem = variables["params"]["encoder"]["conv1"]["kernel"]          # (7, 7, 4, 64)
+    torch_stem = imagenet_like["conv1.weight"].transpose(2, 3, 1, 0)   # (7, 7, 3, 64)
+    np.testing.assert_array_equal(stem[:, :, :3], torch_stem)
+    np.testing.assert_array_equal(stem[:, :, 3], torch_stem[:, :, 0])
+    assert "head" not in variables["params"]
+    mean_rule = convert.convert_state_dict(NAME, imagenet_like, include_head=False, stem_rule="mean")
+    np.testing.assert_allclose(mean_rule["params"]["encoder"]["conv1"]["kernel"][:, :, 3], torch_stem.mean(axis=2),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("damage,named", [
+    (lambda sd: sd.pop("layer2.1.bn2.running_var"), "encoder/layer2_1/bn2/var"),
+    (lambda sd: sd.__setitem__("layer9.0.conv1.weight", np.zeros((4, 4, 1, 1), np.float32)), "layer9.0.conv1.weight"),
+    (lambda sd: sd.__setitem__("layer3.0.conv2.weight", np.zeros((256, 256, 1, 1), np.float32)),
+     "layer3.0.conv2.weight (256, 256, 1, 1) vs params/encoder/layer3_0/conv2/kernel (3, 3, 256, 256)"),
+])
+def test_refuses_missing_extra_and_misshaped_tensors(imagenet_like, damage, named):
+    damaged = dict(imagenet_like)
+    damage(damaged)
+    with pytest.raises(CheckpointError) as error:
+        convert.convert_state_dict(NAME, damaged, include_head=False, source="bad.safetensors")
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("bad.safetensors: ") and named in message
+
+
+def test_head_of_another_size_is_refused_unless_left_out(imagenet_like, tmp_path):
+    save_file(imagenet_like, str(tmp_path / "in1k.safetensors"))
+    out = tmp_path / "with_head"
+    assert convert.main(["--model", NAME, "--src", str(tmp_path / "in1k.safetensors"), "--out", str(out)]) == 0
+    model = create_model(NAME, 28, head="gap")
+    init = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 4)), train=False))()
+    with pytest.raises(ConfigError, match="--no-head"):
+        convert.apply_pretrained(init, out, NAME)
+
+
+def test_pth_and_safetensors_give_the_same_variables_and_training_starts_from_them(imagenet_like, tmp_path):
+    torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in imagenet_like.items()}}, tmp_path / "in1k.pth")
+    save_file(imagenet_like, str(tmp_path / "in1k.safetensors"))
+    for src in ("in1k.pth", "in1k.safetensors"):
+        assert convert.main(["--model", NAME, "--src", str(tmp_path / src), "--out", str(tmp_path / src[5:]),
+                             "--no-head"]) == 0
+    from_pth, meta = convert.load_pretrained(tmp_path / "pth")
+    from_safetensors, _ = convert.load_pretrained(tmp_path / "safetensors")
+    assert meta["model"] == NAME and meta["stem_rule"] == "red" and not meta["include_head"]
+    jax.tree.map(np.testing.assert_array_equal, from_pth, from_safetensors)
+
+    model = create_model(NAME, 28)   # the paper's ACP + buffering head, trained from scratch
+    init = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 4)), train=False))()
+    merged = convert.apply_pretrained(init, tmp_path / "safetensors", NAME)
+    np.testing.assert_array_equal(merged["params"]["encoder"]["layer4_2"]["conv3"]["kernel"],
+                                  imagenet_like["layer4.2.conv3.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(merged["batch_stats"]["encoder"]["bn1"]["mean"], imagenet_like["bn1.running_mean"])
+    jax.tree.map(np.testing.assert_array_equal, merged["params"]["head"], init["params"]["head"])
+
+
+def test_unreadable_files_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00\x01not a safetensors file")
+    assert convert.main(["--model", NAME, "--src", str(tmp_path / "broken.safetensors"),
+                         "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "broken.safetensors" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()

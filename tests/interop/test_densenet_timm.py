@@ -1,0 +1,34 @@
+"""DenseNet121 against timm's own: same parameter count, same logits from converted weights."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytest.importorskip("timm", reason="the parity tests need timm and torch: pip install torch==2.14.1 "
+                    "torchvision==0.29.1 timm, as .ci/run does")
+
+from timm_twin import parity_error, timm_param_count  # noqa: E402
+
+from hpa_jax.models import create_model  # noqa: E402
+
+# The smallest image timm's densenet121 accepts: the 7x7/2 conv and 3x3/2 max-pool take 29 px
+# to 8x8, which the three 2x2/2 transitions halve to 1x1; 28 px leaves 7x7 and a 1x1 map
+# before the last transition, which PyTorch refuses.
+SMALLEST = 29
+
+
+def test_parameter_count_equals_timm():
+    model = create_model("densenet121", 28, head="gap")
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 4)), train=False))
+    ours = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes["params"]))
+    assert ours == timm_param_count("densenet121") == 6_985_692
+
+
+def test_converted_weights_give_timms_logits():
+    """Eval mode at the smallest size timm accepts; an odd size also checks that the strided
+    conv and max-pool pad both sides as PyTorch does and the average pools floor as it does.
+    Measured max relative error: about 1e-6."""
+    error, expected = parity_error("densenet121", SMALLEST)
+    assert np.abs(expected).max() > 0.1
+    assert error <= 1e-4, error
