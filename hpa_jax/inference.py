@@ -87,7 +87,7 @@ def training_config(config, workdir) -> ml_collections.ConfigDict:
 
 
 def restore_variables(config, workdir, which):
-    """(model, variables, step) from the checkpoint `which` ('best', 'latest' or a step)."""
+    """(model, mesh, variables, step) from the checkpoint `which` ('best', 'latest' or a step)."""
     model = create_model_from_config(config)
     mesh = sharding.make_mesh()
     # Only the optimiser state's structure matters here, which the layer groups shape.

@@ -1,6 +1,8 @@
 """The converter: safetensors without torch, .pth with it, the 3->4 channel stem rule, refusals
 that name the offending tensor, and training's `model.pretrained` loading what it wrote."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,3 +86,33 @@ def test_unreadable_files_are_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "broken.safetensors" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_training_command_starts_from_converted_weights(tmp_path):
+    """As a user runs it: convert an ImageNet-style checkpoint with --no-head, train with
+    --config.model.pretrained (LR 0, so the encoder stays as loaded) and find the converted
+    tensors in the saved checkpoint."""
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    from test_cli import TINY, run_cli
+
+    from configs import quickstart
+    from hpa_jax.inference import restore_variables, training_config
+
+    state_dict = state_dict_numpy(random_timm_model("resnet18", num_classes=1000, in_chans=3))
+    save_file(state_dict, str(tmp_path / "resnet18.safetensors"))
+    assert convert.main(["--model", "resnet18", "--src", str(tmp_path / "resnet18.safetensors"),
+                         "--out", str(tmp_path / "weights"), "--no-head"]) == 0
+    workdir = tmp_path / "run"
+    overrides = ["--config.model.name=resnet18", "--config.model.width=64", "--config.optim.lr=0.0",
+                 "--config.optim.weight_decay=0.0", f"--config.model.pretrained={tmp_path / 'weights'}"]
+    result = run_cli(*TINY, *overrides, f"--config.data.synthetic.cache_dir={tmp_path / 'cache'}",
+                     f"--workdir={workdir}", "--mode=train")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    _, _, variables, _ = restore_variables(training_config(quickstart.get_config(), workdir), workdir, "latest")
+    stem = np.asarray(variables["params"]["encoder"]["conv1"]["kernel"])
+    np.testing.assert_array_equal(stem[:, :, :3], state_dict["conv1.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(stem[:, :, 3], state_dict["conv1.weight"][:, 0].transpose(1, 2, 0))
+    np.testing.assert_array_equal(np.asarray(variables["params"]["encoder"]["layer4_1"]["conv2"]["kernel"]),
+                                  state_dict["layer4.1.conv2.weight"].transpose(2, 3, 1, 0))
