@@ -359,9 +359,12 @@ Packed is {b / a:.1f}x the PNG path (target: at least 5x) and {b / c:.1f}x the P
 
 # ---- models: the encoder zoo against timm -----------------------------------------------------
 
-# The smallest input each timm architecture accepts (InceptionV4's valid-padded reductions need
-# 75 px; the others run at their stride, 32 px).
-PARITY_SIZE = {"resnet50": 32, "resnet101": 32, "seresnext50_32x4d": 32, "inception_v4": 75, "densenet121": 32}
+def parity_size(name: str) -> int:
+    """The smallest input the family declares (InceptionV4 75 px, DenseNet121 29 px), else 32 px,
+    where a stride-32 ResNet's last map is 1 x 1."""
+    from hpa_jax.models import FAMILY_OF
+
+    return getattr(FAMILY_OF[name], "MIN_INPUT_SIZE", 32)
 
 
 def add_models_arguments(parser):
@@ -431,7 +434,7 @@ def run_models(args) -> str:
     sys.path.insert(0, str(REPO / "tests" / "interop"))
     from timm_twin import parity_error, timm_param_count  # noqa: E402
 
-    from hpa_jax.models import ENCODERS, TRACE_SIZE, create_model
+    from hpa_jax.models import ENCODERS, FAMILY_OF, TRACE_SIZE, create_model
 
     names = args.names or [n for n in ENCODERS if n not in ("resnet18", "resnet34")]
     rows = []
@@ -440,9 +443,9 @@ def run_models(args) -> str:
         shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jax.numpy.zeros((1, TRACE_SIZE, TRACE_SIZE, 4)),
                                                    train=False))
         ours = sum(int(np.prod(v.shape)) for v in traverse_util.flatten_dict(shapes["params"]).values())
-        has_twin = name in PARITY_SIZE
+        has_twin = FAMILY_OF[name].TIMM_CLASSIFIER is not None
         theirs = f"{timm_param_count(name):,}" if has_twin else "(no timm model)"
-        error = f"{parity_error(name, PARITY_SIZE[name])[0]:.1e} at {PARITY_SIZE[name]} px" if has_twin else "-"
+        error = f"{parity_error(name, parity_size(name))[0]:.1e} at {parity_size(name)} px" if has_twin else "-"
         first, jax_step = jax_train_step_seconds(name, args.batch, args.size, args.steps)
         timm_rate = "-"
         if has_twin:

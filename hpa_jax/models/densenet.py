@@ -24,6 +24,10 @@ from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, torch_conv
 # 128 out, so fan_out would start them with activations several times too large.
 densenet_conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
+# The smallest input densenet121 (as timm's) accepts: stem and max-pool take 29 px to 8 x 8, which
+# the three transitions halve to 1 x 1; 28 px leaves a 1 x 1 map before the last transition.
+MIN_INPUT_SIZE = 29
+
 # Bottleneck width as a multiple of the growth rate ("BC" variant of the paper).
 BN_SIZE = 4
 
@@ -131,7 +135,7 @@ class DenseNetEncoder(nn.Module):
                 # PyTorch refuses such an input, and so does this.
                 if min(x.shape[1:3]) < 2:
                     raise ConfigError(f"input too small for DenseNet: {x.shape[1]}x{x.shape[2]} feature map "
-                                      f"before transition{i + 1}, which needs 2x2 (densenet121: images >= 29 px)")
+                                      f"before transition{i + 1}, which needs 2x2 (densenet121: images >= {MIN_INPUT_SIZE} px)")
                 channels //= 2
                 x = DenseTransition(channels, conv, norm, name=f"transition{i + 1}")(x, train=train)
         return nn.relu(norm(name="norm5")(x, use_running_average=not train))

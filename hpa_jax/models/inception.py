@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
-from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, conv_init, torch_conv
+from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, conv_init, join_sequential_indices, torch_conv
 
 ENCODER_NAMES = ("inception_v4",)
 TIMM_CLASSIFIER = "last_linear"
@@ -202,10 +202,4 @@ def build_encoder(name: str, *, width: int = 64, dtype=jnp.float32) -> Inception
 def flax_module_path(torch_module: str) -> tuple[str, ...]:
     """timm's module path -> the Flax one: each Sequential index joins the name before it
     ("features.4.branch1.2.conv" -> ("features_4", "branch1_2", "conv"))."""
-    path: list[str] = []
-    for part in torch_module.split("."):
-        if part.isdigit() and path:
-            path[-1] = f"{path[-1]}_{part}"
-        else:
-            path.append(part)
-    return tuple(path)
+    return tuple(join_sequential_indices(torch_module))

@@ -21,6 +21,19 @@ MESH_AXIS = "data"
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def join_sequential_indices(torch_module: str) -> list[str]:
+    """timm module path -> Flax module names: each PyTorch Sequential index joins the name before
+    it ("features.4.branch1.2.conv" -> ["features_4", "branch1_2", "conv"]), as Flax names one
+    module per list entry."""
+    path: list[str] = []
+    for part in torch_module.split("."):
+        if part.isdigit() and path:
+            path[-1] = f"{path[-1]}_{part}"
+        else:
+            path.append(part)
+    return path
+
+
 def torch_padding(kernel_size: Sequence[int]) -> tuple[tuple[int, int], ...]:
     """PyTorch's `padding=k // 2` on both sides of each spatial axis."""
     return tuple((k // 2, k // 2) for k in kernel_size)

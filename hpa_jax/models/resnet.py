@@ -6,14 +6,13 @@ the same code as the full-size networks of the paper. Module names follow timm's
 """
 
 import math
-import re
 from functools import partial
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, conv_init, torch_conv
+from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, conv_init, join_sequential_indices, torch_conv
 
 __all__ = ["ENCODER_NAMES", "MESH_AXIS", "ResNetEncoder", "build_encoder", "flax_module_path"]
 
@@ -150,18 +149,10 @@ def build_encoder(name: str, *, width: int = 64, dtype=jnp.float32) -> ResNetEnc
     return ResNetEncoder(stage_sizes=stage_sizes, block=block, width=width, dtype=dtype)
 
 
-_DOWNSAMPLE = {"0": "downsample_conv", "1": "downsample_bn"}
+_DOWNSAMPLE = {"downsample_0": "downsample_conv", "downsample_1": "downsample_bn"}
 
 
 def flax_module_path(torch_module: str) -> tuple[str, ...]:
     """timm: `layer1.0.conv1`, `layer1.0.downsample.0`, `layer1.0.se.fc1` ->
     Flax: ("layer1_0", "conv1"), ("layer1_0", "downsample_conv"), ("layer1_0", "se", "fc1")."""
-    match = re.fullmatch(r"(layer\d+)\.(\d+)\.(.+)", torch_module)
-    if not match:
-        return (torch_module,)
-    stage, index, rest = match.groups()
-    block = f"{stage}_{index}"
-    downsample = re.fullmatch(r"downsample\.(\d)", rest)
-    if downsample:
-        return (block, _DOWNSAMPLE[downsample.group(1)])
-    return (block, *rest.split("."))
+    return tuple(_DOWNSAMPLE.get(name, name) for name in join_sequential_indices(torch_module))

@@ -10,12 +10,9 @@ pytest.importorskip("timm", reason="the parity tests need timm and torch: pip in
 
 from timm_twin import parity_error, timm_param_count  # noqa: E402
 
-from hpa_jax.models import create_model  # noqa: E402
+from hpa_jax.models import create_model, densenet  # noqa: E402
 
-# The smallest image timm's densenet121 accepts: the 7x7/2 conv and 3x3/2 max-pool take 29 px
-# to 8x8, which the three 2x2/2 transitions halve to 1x1; 28 px leaves 7x7 and a 1x1 map
-# before the last transition, which PyTorch refuses.
-SMALLEST = 29
+SMALLEST = densenet.MIN_INPUT_SIZE   # 29 px; 28 leaves a 1x1 map before the last transition
 
 
 def test_parameter_count_equals_timm():
