@@ -55,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.name = "resnet50"
     c.model.width = 64                             # stem width; stage i has width * 2**i (x4 in bottlenecks)
     c.model.dtype = "float32"                      # compute dtype; "bfloat16" on GPUs, params stay float32
+    c.model.grouped_conv = "auto"                  # grouped convs (SE-ResNeXt): "auto" | "xla" | "block_diagonal" | "split"
     c.model.head = ml_collections.ConfigDict()
     c.model.head.pool = "acp"                      # "acp" (concat avg+max) | "gap"
     c.model.head.layers = ((1024, 0.5),)           # buffering FC layers: (units, dropout)

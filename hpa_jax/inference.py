@@ -73,13 +73,15 @@ def score(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
 def training_config(config, workdir) -> ml_collections.ConfigDict:
     """The model, optimiser (its state is in the checkpoint) and input-normalisation settings are
     those the checkpoint was trained with (read from `{workdir}/config.json`), whatever the
-    command line says; the rest is as given."""
+    command line says; the rest is as given, `model.grouped_conv` too (it changes how grouped
+    convolutions are computed, not the model: a run trained on CPUs predicts with "xla" on GPUs)."""
     saved_path = pathlib.Path(workdir) / "config.json"
     if not saved_path.is_file():
         return config
     saved = json.loads(saved_path.read_text())
     config = ml_collections.ConfigDict(config.to_dict())
-    config.model = ml_collections.ConfigDict(saved["model"])
+    grouped_conv = config.model.get("grouped_conv", "auto")  # how to compute, not what: the command line's
+    config.model = ml_collections.ConfigDict({**saved["model"], "grouped_conv": grouped_conv})
     config.optim = ml_collections.ConfigDict(saved["optim"])
     for key in ("mean", "std", "image_size", "crop_size"):
         config.data[key] = saved["data"][key]

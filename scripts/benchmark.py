@@ -9,39 +9,19 @@ the other sections are kept as they are and the header is rewritten with this ma
 """
 
 import argparse
-import datetime
-import os
 import pathlib
-import platform
 import re
-import statistics
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script from anywhere: the package is beside scripts/
+from bench_util import REPO, _read, machine, timed
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+import benchmark_models  # noqa: E402
+
 DOC = REPO / "docs" / "performance.md"
-
-
-def machine() -> str:
-    """One line: CPUs, CPU model, load, jax and its backend, Python, date (the numbers depend on all)."""
-    model = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown CPU")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{os.cpu_count()} CPUs ({model}), 1-min load {load:.1f}, jax {jax.__version__} on "
-            f"{jax.default_backend()}, numpy {np.__version__}, Python {platform.python_version()}, "
-            f"{datetime.date.today().isoformat()}")
-
-
-def _read(path) -> str:
-    try:
-        return pathlib.Path(path).read_text()
-    except OSError:
-        return ""
 
 
 def header() -> str:
@@ -63,19 +43,6 @@ def write_doc(path: pathlib.Path, name: str, body: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(update_section(_read(path), name, body))
     tmp.replace(path)
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(first call, median of `repeats` later calls) in seconds; the first includes compilation."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
 
 
 # ---- postprocess: threshold search ------------------------------------------------------------
@@ -261,6 +228,46 @@ def run_zoo(args) -> str:
         "|---|---|---|---|---|", *rows])
 
 
+def add_bfloat16_arguments(parser):
+    parser.add_argument("--workdir", type=pathlib.Path, default=REPO / "runs" / "benchmark_bfloat16")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (wall times are then not comparable)")
+    parser.add_argument("overrides", nargs="*", help="more --config.x=y for every run (after --)")
+
+
+def run_bfloat16(args) -> str:
+    """The quickstart trained in float32 and in bfloat16 compute (`model.dtype`), once per seed
+    (`config.seed`: model init, data order and augmentation; the dataset stays the same): is
+    bfloat16's score within float32's seed-to-seed spread?"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs = [(dtype, seed) for dtype in ("float32", "bfloat16") for seed in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda run: quickstart_run(
+            args.workdir / f"{run[0]}-seed{run[1]}",
+            [f"--config.model.dtype={run[0]}", f"--config.seed={run[1]}", *args.overrides]), runs))
+    rows, summary = [], []
+    for (dtype, seed), (seconds, result) in zip(runs, results):
+        rows.append(f"| {dtype} | {seed} | {seconds / 60:.1f} min | {result['val_macro_f1']:.4f} | "
+                    f"{result['val_macro_f1_fitted_in_sample']:.4f} |")
+    for dtype in ("float32", "bfloat16"):
+        scores = np.array([[r["val_macro_f1"], r["val_macro_f1_fitted_in_sample"]]
+                           for (d, _), (_, r) in zip(runs, results) if d == dtype])
+        mean, sd = scores.mean(0), scores.std(0, ddof=1) if len(scores) > 1 else np.zeros(2)
+        summary.append(f"| {dtype} | {mean[0]:.4f} +- {sd[0]:.4f} | {mean[1]:.4f} +- {sd[1]:.4f} |")
+    extra = f" with `{' '.join(args.overrides)}`" if args.overrides else ""
+    return "\n".join([
+        "## bfloat16: the quickstart trained in bfloat16 against float32", "", f"Measured on: {machine()}.", "",
+        f"README's quickstart command{extra} with `--config.model.dtype=float32|bfloat16` and "
+        f"`--config.seed` in {args.seeds} (model init, data order and augmentation change; the synthetic dataset "
+        "does not). bfloat16 computes the encoder and head in bfloat16 with float32 parameters, optimiser, "
+        "BatchNorm statistics, logits and loss. Scores: validation macro-F1 at 0.5 and with thresholds fitted "
+        f"on the validation fold (in-sample); mean +- sd over seeds. {args.jobs} run(s) at once"
+        + (" (wall times of runs sharing the CPU)." if args.jobs > 1 else "."), "",
+        "| compute dtype | macro-F1 at 0.5 | fitted (in-sample) |", "|---|---|---|", *summary, "",
+        "| compute dtype | seed | wall time | macro-F1 at 0.5 | fitted (in-sample) |", "|---|---|---|---|---|", *rows])
+
+
 # ---- data: packed store vs PNG decoding -------------------------------------------------------
 
 KAGGLE_SAMPLE = REPO.parent / "shared" / "data" / "hpa_kaggle_sample"
@@ -357,125 +364,15 @@ Packed is {b / a:.1f}x the PNG path (target: at least 5x) and {b / c:.1f}x the P
 {c / a:.2f}x the PNG path (both decode with PIL; `read_sample` adds its file and mode checks).
 """
 
-# ---- models: the encoder zoo against timm -----------------------------------------------------
-
-def parity_size(name: str) -> int:
-    """The smallest input the family declares (InceptionV4 75 px, DenseNet121 29 px), else 32 px,
-    where a stride-32 ResNet's last map is 1 x 1."""
-    from hpa_jax.models import FAMILY_OF
-
-    return getattr(FAMILY_OF[name], "MIN_INPUT_SIZE", 32)
-
-
-def add_models_arguments(parser):
-    parser.add_argument("--names", nargs="*", default=None, help="encoders (default: all registered but resnet18/34)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps after the first (compiling) one")
-
-
-def jax_train_step_seconds(name: str, batch: int, size: int, steps: int) -> tuple[float, float]:
-    """(first step incl. compilation, median later step) of hpa_jax's sharded train step: forward,
-    backward and SGD update of the full-size encoder with timm's own classifier (gap head)."""
-    from configs import default
-    from hpa_jax import optim, sharding
-    from hpa_jax.models import create_model_from_config
-    from hpa_jax.state import create_train_state
-    from hpa_jax.train import make_train_step
-
-    config = default.get_config()
-    config.model.name = name
-    config.model.head.pool, config.model.head.layers = "gap", ()
-    config.train.batch_size = batch
-    mesh = sharding.make_mesh()
-    tx = optim.make_optimizer(config.optim, lambda step: config.optim.lr)
-    state = create_train_state(create_model_from_config(config), tx, jax.random.key(0), image_size=size,
-                               in_channels=4)
-    state = jax.device_put(state, sharding.replicated(mesh))
-    step = make_train_step(config, mesh, None)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (batch, size, size, 4), dtype=np.uint8)
-    labels = (rng.random((batch, 28)) < 0.1).astype(np.float32)
-    batch_arrays = sharding.put_batch(mesh, (images, labels))
-
-    def one():
-        nonlocal state
-        state, metrics = step(state, *batch_arrays, jax.random.key(1))
-        jax.block_until_ready(metrics)
-
-    return timed(one, steps)
-
-
-def timm_train_step_seconds(name: str, batch: int, size: int, steps: int) -> tuple[float, float]:
-    """The same step in PyTorch: timm's model, BCE-with-logits, SGD with momentum."""
-    import timm
-    import torch
-
-    torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False, in_chans=4, num_classes=28).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-6)
-    images = torch.randn(batch, 4, size, size)
-    labels = (torch.rand(batch, 28) < 0.1).float()
-
-    def one():
-        optimizer.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(model(images), labels).backward()
-        optimizer.step()
-
-    return timed(one, steps)
-
-
-def run_models(args) -> str:
-    """Per encoder: parameter count (ours by eval_shape, timm's), converted-weights parity error,
-    and training-step throughput at batch x size against timm in the same process."""
-    import torch
-    from flax import traverse_util
-
-    sys.path.insert(0, str(REPO / "tests" / "interop"))
-    from timm_twin import parity_error, timm_param_count  # noqa: E402
-
-    from hpa_jax.models import ENCODERS, FAMILY_OF, TRACE_SIZE, create_model
-
-    names = args.names or [n for n in ENCODERS if n not in ("resnet18", "resnet34")]
-    rows = []
-    for name in names:
-        model = create_model(name, 28, head="gap")
-        shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jax.numpy.zeros((1, TRACE_SIZE, TRACE_SIZE, 4)),
-                                                   train=False))
-        ours = sum(int(np.prod(v.shape)) for v in traverse_util.flatten_dict(shapes["params"]).values())
-        has_twin = FAMILY_OF[name].TIMM_CLASSIFIER is not None
-        theirs = f"{timm_param_count(name):,}" if has_twin else "(no timm model)"
-        error = f"{parity_error(name, parity_size(name))[0]:.1e} at {parity_size(name)} px" if has_twin else "-"
-        first, jax_step = jax_train_step_seconds(name, args.batch, args.size, args.steps)
-        timm_rate = "-"
-        if has_twin:
-            _, timm_step = timm_train_step_seconds(name, args.batch, args.size, args.steps)
-            timm_rate = f"{args.batch / timm_step:.2f}"
-        rows.append(f"| {name} | {ours:,} | {theirs} | {error} | {args.batch / jax_step:.2f} | {timm_rate} | "
-                    f"{first:.0f} s |")
-        print(rows[-1], flush=True)
-    return "\n".join([
-        "## models: the encoder zoo against timm", "", f"Measured on: {machine()}; torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads.", "",
-        "Parameters with 4 input channels, 28 classes and timm's own classifier (`head=\"gap\"`), ours counted",
-        "with `jax.eval_shape`. Parity: a random timm model (BatchNorm statistics randomised) converted by",
-        "`hpa_jax.models.convert`, max |ours - timm| / max |timm| over the logits of 2 random images in eval mode,",
-        "float32. Training throughput: one SGD step (forward, backward, update; BatchNorm in training mode) at",
-        f"batch {args.batch}, {args.size} px, float32, median of {args.steps} steps after the first; ours is the",
-        "sharded train step on this machine's single CPU device, timm's the same step in PyTorch, same process.", "",
-        "| encoder | params (ours) | params (timm) | parity error | ours img/s | timm img/s | first step (compile) |",
-        "|---|---|---|---|---|---|---|", *rows])
-
-
 # name -> (add its options, run it and return its Markdown, one-line help)
 BENCHMARKS = {
     "postprocess": (add_postprocess_arguments, run_postprocess, "threshold search: jitted vs a scikit-learn loop"),
     "quickstart": (add_quickstart_arguments, run_quickstart, "README's quickstart: wall time and scores"),
     "data": (add_data_arguments, run_data, "images/s: packed store vs PNG decoding vs a PIL loop"),
     "zoo": (add_zoo_arguments, run_zoo, "the quickstart once per encoder: wall time and scores"),
-    "models": (add_models_arguments, run_models, "encoders: parameters, timm parity, training images/s vs timm"),
-    "zoo": (add_zoo_arguments, run_zoo, "the quickstart once per encoder: wall time and scores"),
-    "models": (add_models_arguments, run_models, "encoders: parameters, timm parity, training images/s vs timm"),
+    "bfloat16": (add_bfloat16_arguments, run_bfloat16, "the quickstart in bfloat16 vs float32 over seeds"),
+    "models": (benchmark_models.add_arguments, benchmark_models.run,
+               "encoders: parameters, timm parity, training images/s vs timm; grouped convolutions"),
 }
 
 

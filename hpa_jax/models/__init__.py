@@ -10,7 +10,10 @@ Each architecture family lives in one module that declares:
 - `flax_module_path(torch_module)`: where a timm module's tensors live in the Flax encoder,
   used by `hpa_jax.models.convert` to match checkpoints by name;
 - optionally `module_sort_key(module_name)`, when sorting the encoder's top-level module names
-  (numbers as numbers) does not give their forward order, which layer groups rely on.
+  (numbers as numbers) does not give their forward order, which layer groups rely on;
+- optionally `HAS_GROUPED_CONVS = True`, when its encoders have grouped convolutions (built with
+  `layers.torch_conv`): `build_encoder` then takes `grouped_conv`, the implementation
+  `model.grouped_conv` names (`layers.GROUPED_CONV_IMPLEMENTATIONS`).
 """
 
 from types import ModuleType
@@ -22,6 +25,7 @@ import jax.numpy as jnp
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import densenet, gapnet, inception, resnet
 from hpa_jax.models.heads import ClassifierHead
+from hpa_jax.models.layers import resolve_grouped_conv
 
 # A spatial size every encoder accepts (InceptionV4's valid-padded reductions need about 75 px),
 # for tracing variable shapes with `jax.eval_shape`; never run at this size just for that.
@@ -69,13 +73,14 @@ def head_spec(head: str | Mapping[str, Any] | None) -> dict[str, Any]:
 def create_model(name: str, num_classes: int = 28, in_channels: int = 4, *,
                  head: str | Mapping[str, Any] | None = None,
                  head_pool: str | None = None, head_layers: Sequence[Sequence[float]] | None = None,
-                 width: int = 64, dtype: Any = "float32",
+                 width: int = 64, dtype: Any = "float32", grouped_conv: str = "auto",
                  encoder_options: Mapping[str, Any] | None = None) -> Classifier:
     """Builds a classifier, as timm's `create_model(name, in_chans=4, num_classes=28)` would.
 
     `in_channels` is fixed by the input at `init`; it is accepted for call sites that read like
     timm's. `head_pool`/`head_layers` override single fields of `head`. `encoder_options` are a
-    family's own keywords (GapNet-PL's `extra_first_stage_convs`, for example).
+    family's own keywords (GapNet-PL's `extra_first_stage_convs`, for example). `grouped_conv`
+    chooses how grouped convolutions run (same parameters and results, different speed).
     """
     del in_channels
     if name not in ENCODERS:
@@ -86,8 +91,12 @@ def create_model(name: str, num_classes: int = 28, in_channels: int = 4, *,
     if head_layers is not None:
         spec["layers"] = head_layers
     dtype = jnp.dtype(dtype)
+    resolve_grouped_conv(grouped_conv)  # a misspelt name is an error for every model
+    options = dict(encoder_options or {})
+    if getattr(FAMILY_OF[name], "HAS_GROUPED_CONVS", False):
+        options["grouped_conv"] = grouped_conv
     try:
-        encoder = ENCODERS[name](name, width=width, dtype=dtype, **dict(encoder_options or {}))
+        encoder = ENCODERS[name](name, width=width, dtype=dtype, **options)
     except TypeError as e:
         raise ConfigError(f"model.encoder_options {dict(encoder_options or {})} do not fit {name}: {e}") from None
     return Classifier(encoder=encoder, head=ClassifierHead(
@@ -98,4 +107,5 @@ def create_model(name: str, num_classes: int = 28, in_channels: int = 4, *,
 def create_model_from_config(config) -> Classifier:
     m = config.model
     return create_model(m.name, config.num_classes, config.in_channels, head=dict(m.head),
-                        width=m.width, dtype=m.dtype, encoder_options=m.get("encoder_options"))
+                        width=m.width, dtype=m.dtype, grouped_conv=m.get("grouped_conv", "auto"),
+                        encoder_options=m.get("encoder_options"))

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
-from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, torch_conv
+from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, max_pool, torch_conv
 
 # timm's DenseNet initialises convolutions with kaiming_normal_ in its default fan_in mode,
 # not the fan_out of the ResNets: DenseNet's 1x1 convs take up to ~1000 channels in and give
@@ -124,7 +124,7 @@ class DenseNetEncoder(nn.Module):
         k = growth_rate(self.width)
         x = conv(self.width, (7, 7), (2, 2), name="conv0")(x)
         x = nn.relu(norm(name="norm0")(x, use_running_average=not train))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
         channels = self.width
         for i, num_layers in enumerate(self.block_config):
             x = DenseBlock(num_layers, k, conv, norm, remat=self.remat,

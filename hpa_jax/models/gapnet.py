@@ -53,6 +53,7 @@ import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
 from hpa_jax.models.heads import adaptive_concat_pool
+from hpa_jax.models import layers
 from hpa_jax.models.layers import torch_conv
 
 ENCODER_NAMES = ("gapnet_pl",)
@@ -117,7 +118,7 @@ class GapNetPLEncoder(nn.Module):
                               kernel_init=selu_init, bias_init=nn.initializers.zeros, name=name)
 
         def max_pool(y):
-            return nn.max_pool(y, (2, 2), strides=(2, 2), padding="SAME")
+            return layers.max_pool(y, (2, 2), (2, 2), "SAME")
 
         if self.per_image_standardize:
             x32 = x.astype(jnp.float32)

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
+from hpa_jax.models import layers
 from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, conv_init, join_sequential_indices, torch_conv
 
 ENCODER_NAMES = ("inception_v4",)
@@ -47,7 +48,7 @@ class ConvBN(nn.Module):
 
 def max_pool(x):
     """timm's `nn.MaxPool2d(3, stride=2)`: unpadded."""
-    return nn.max_pool(x, (3, 3), (2, 2), padding="VALID")
+    return layers.max_pool(x, (3, 3), (2, 2), "VALID")
 
 
 def avg_pool(x):

@@ -12,7 +12,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, conv_init, join_sequential_indices, torch_conv
+from hpa_jax.models.layers import (BATCH_NORM_DEFAULTS, MESH_AXIS, conv_init, join_sequential_indices, max_pool,
+                                   torch_conv)
 
 __all__ = ["ENCODER_NAMES", "MESH_AXIS", "ResNetEncoder", "build_encoder", "flax_module_path"]
 
@@ -106,6 +107,7 @@ class ResNetEncoder(nn.Module):
     width: int = 64
     dtype: Any = jnp.float32
     axis_name: str | None = MESH_AXIS
+    grouped_conv: str = "auto"  # how SE-ResNeXt's grouped 3x3s run: layers.GROUPED_CONV_IMPLEMENTATIONS
 
     @property
     def num_features(self) -> int:
@@ -113,11 +115,12 @@ class ResNetEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        conv = partial(torch_conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+        conv = partial(torch_conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init,
+                       grouped_conv=self.grouped_conv)
         norm = partial(nn.BatchNorm, dtype=self.dtype, axis_name=self.axis_name, **BATCH_NORM_DEFAULTS)
         x = conv(self.width, (7, 7), (2, 2), name="conv1")(x)
         x = nn.relu(norm(name="bn1")(x, use_running_average=not train))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 strides = 2 if i > 0 and j == 0 else 1
@@ -142,11 +145,12 @@ RESNET_DEPTHS = {
 }
 ENCODER_NAMES = tuple(RESNET_DEPTHS)
 TIMM_CLASSIFIER = "fc"
+HAS_GROUPED_CONVS = True  # build_encoder takes `grouped_conv` (see the registry)
 
 
-def build_encoder(name: str, *, width: int = 64, dtype=jnp.float32) -> ResNetEncoder:
+def build_encoder(name: str, *, width: int = 64, dtype=jnp.float32, grouped_conv: str = "auto") -> ResNetEncoder:
     stage_sizes, block = RESNET_DEPTHS[name]
-    return ResNetEncoder(stage_sizes=stage_sizes, block=block, width=width, dtype=dtype)
+    return ResNetEncoder(stage_sizes=stage_sizes, block=block, width=width, dtype=dtype, grouped_conv=grouped_conv)
 
 
 _DOWNSAMPLE = {"downsample_0": "downsample_conv", "downsample_1": "downsample_bn"}

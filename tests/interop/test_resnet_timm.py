@@ -20,8 +20,12 @@ def test_parameter_count_equals_timm(name):
 
 # 32 px is the smallest input whose stride-32 map is not empty padding; 45 px makes every strided
 # convolution see an odd size, where PyTorch's symmetric padding and Flax's "SAME" part ways.
-@pytest.mark.parametrize("name,size", [("resnet50", 45), ("resnet101", 32), ("seresnext50_32x4d", 32)])
-def test_converted_logits_equal_timm(name, size):
-    error, expected = parity_error(name, size)
+# SE-ResNeXt's grouped convolutions run as `model.grouped_conv="auto"` picks on this backend
+# ("split" on CPUs) and as XLA's own grouped convolution.
+@pytest.mark.parametrize("name,size,grouped_conv", [("resnet50", 45, "auto"), ("resnet101", 32, "auto"),
+                                                    ("seresnext50_32x4d", 32, "auto"),
+                                                    ("seresnext50_32x4d", 45, "xla")])
+def test_converted_logits_equal_timm(name, size, grouped_conv):
+    error, expected = parity_error(name, size, grouped_conv=grouped_conv)
     assert np.abs(expected).max() > 0.1           # the comparison is not between two near-zero outputs
-    assert error <= 1e-4, f"{name} at {size} px: relative error {error:.2e}"
+    assert error <= 1e-4, f"{name} at {size} px ({grouped_conv}): relative error {error:.2e}"

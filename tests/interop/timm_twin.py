@@ -31,15 +31,16 @@ def state_dict_numpy(model) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy() for k, v in model.state_dict().items()}
 
 
-def parity_error(name: str, size: int, batch: int = 2) -> tuple[float, np.ndarray]:
-    """max |flax - timm| / max |timm| over the logits of a random batch, and timm's logits."""
+def parity_error(name: str, size: int, batch: int = 2, grouped_conv: str = "auto") -> tuple[float, np.ndarray]:
+    """max |flax - timm| / max |timm| over the logits of a random batch, and timm's logits; our
+    model's grouped convolutions (if any) run with `grouped_conv`."""
     timm_model = random_timm_model(name)
     torch.manual_seed(1)
     x = torch.randn(batch, 4, size, size)
     with torch.no_grad():
         expected = timm_model(x).numpy()
     variables = convert_state_dict(name, state_dict_numpy(timm_model))
-    model = create_model(name, 28, head="gap")
+    model = create_model(name, 28, head="gap", grouped_conv=grouped_conv)
     ours = jax.jit(lambda v, images: model.apply(v, images, train=False))(variables, x.numpy().transpose(0, 2, 3, 1))
     ours = np.asarray(jax.device_get(ours))
     return float(np.abs(ours - expected).max() / np.abs(expected).max()), expected
