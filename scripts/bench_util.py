@@ -5,6 +5,7 @@ import datetime
 import os
 import pathlib
 import platform
+import re
 import statistics
 import sys
 import time
@@ -19,6 +20,46 @@ def _read(path) -> str:
         return pathlib.Path(path).read_text()
     except OSError:
         return ""
+
+
+def section_body(doc: pathlib.Path, name: str) -> str:
+    """Section `name` of the document as last written ("" if it has none)."""
+    match = re.search(rf"<!-- benchmark:{name} -->(.*?)<!-- /benchmark:{name} -->", _read(doc), flags=re.S)
+    return match.group(1) if match else ""
+
+
+def subsections(text: str) -> dict[str, str]:
+    """`### heading` -> that subsection's text (heading line included), in order."""
+    parts = re.split(r"(?m)^(?=### )", text)
+    return {part.splitlines()[0]: part.strip() for part in parts if part.startswith("### ")}
+
+
+def table_rows(text: str) -> list[str]:
+    """The rows (`| ... |` lines below the first `|---` line) of the first table in `text`."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("|---")), len(lines))
+    rows = []
+    for line in lines[start + 1:]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows
+
+
+def merge_rows(old: list[str], new: list[str], key_cells: int = 1) -> list[str]:
+    """`old` with each row whose first `key_cells` cells a `new` row shares replaced by it, the
+    rest of `new` appended: rerunning some rows keeps the others (each says when it ran)."""
+    def key(row):
+        return tuple(cell.strip() for cell in row.split("|")[1:1 + key_cells])
+    fresh = {key(row): row for row in new}
+    merged = [fresh.pop(key(row), row) for row in old]
+    return merged + [row for row in new if key(row) in fresh]
+
+
+def when() -> str:
+    """Today and the 1-minute load now, for a row measured now."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{datetime.date.today().isoformat()}, load {load:.1f}"
 
 
 def machine() -> str:

@@ -1,16 +1,17 @@
 """The `models` area of scripts/benchmark.py: the encoder zoo against timm, and grouped convolutions.
 
-Three tables: parameters and converted-weights parity per encoder; training-step throughput, ours
+Four tables: parameters and converted-weights parity per encoder; training-step throughput, ours
 and timm's measured in turn in the same process, in float32 and bfloat16, at the paper-like
 (batch 8, 256 px) and quickstart-like (batch 32, 112 px) shapes; and one grouped 3x3 convolution
 per SE-ResNeXt stage under every `model.grouped_conv` implementation next to PyTorch's, which is
-what `"auto"` was chosen from.
+what `"auto"` was chosen from; and the zoo's max-pools, whose gradient `layers.max_pool` computes
+faster than XLA's own.
 """
 
 import functools
 import sys
 
-from bench_util import REPO, machine, timed_interleaved
+from bench_util import REPO, machine, merge_rows, section_body, subsections, table_rows, timed_interleaved, when
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -20,6 +21,8 @@ import numpy as np  # noqa: E402
 GROUPED_LAYERS = [(8, 64, 128), (8, 32, 256), (8, 16, 512), (8, 8, 1024),
                   (32, 28, 32), (32, 14, 64), (32, 7, 128), (32, 4, 256)]
 SPLIT_SWEEP = (8, 16, 32, 64)
+PARITY, STEPS, LAYERS, POOL = ("### Parameters and parity", "### Training step", "### Grouped convolutions",
+                               "### Max-pool gradients")
 
 
 def parity_size(name: str) -> int:
@@ -36,7 +39,8 @@ def add_arguments(parser):
     parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"], help="compute dtypes")
     parser.add_argument("--steps", type=int, default=3, help="timed steps of each, after a compiling and a warm-up one")
     parser.add_argument("--grouped_conv", default="auto", help="model.grouped_conv for our steps")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["parity", "steps", "layers"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["parity", "steps", "layers"],
+                        help="tables to leave out (layers: the grouped-convolution and max-pool tables)")
 
 
 def jax_train_step(name: str, batch: int, size: int, dtype: str, grouped_conv: str):
@@ -132,7 +136,7 @@ def step_rows(names, shapes, dtypes, steps: int, grouped_conv: str) -> list[str]
                 (first, ours), *theirs = timed_interleaved(fns, steps)
                 timm_rate, ratio = (f"{batch / theirs[0][1]:.2f}", f"{theirs[0][1] / ours:.2f}x") if theirs else ("-", "-")
                 rows.append(f"| {name} | {batch} x {size} px | {dtype} | {batch / ours:.2f} | {timm_rate} | {ratio} | "
-                            f"{first:.0f} s |")
+                            f"{first:.0f} s | {when()} |")
                 print(rows[-1], flush=True)
     return rows
 
@@ -182,41 +186,91 @@ def layer_rows(steps: int) -> list[str]:
             "super-groups span max(16, group width) channels (the `split 16` column)."]
 
 
+# Max-pools of the zoo at 256 px, batch 8: (map size, channels, window, stride, padding, where).
+POOLS = [(128, 64, 3, 2, ((1, 1), (1, 1)), "ResNet / DenseNet stem"),
+         (125, 64, 3, 2, "VALID", "InceptionV4 first reduction"),
+         (256, 32, 2, 2, "SAME", "GapNet-PL first block")]
+
+
+def pool_rows(steps: int) -> list[str]:
+    """Max-pool forward + backward: Flax/XLA's (`select_and_scatter` gradient), `layers.max_pool`
+    (same values and gradient) and PyTorch's `max_pool2d`, ms."""
+    import flax.linen as nn
+    import torch
+
+    from hpa_jax.models.layers import max_pool
+
+    rows = []
+    for size, channels, window, stride, padding, where in POOLS:
+        x = jax.numpy.asarray(np.random.default_rng(0).standard_normal((8, size, size, channels), dtype=np.float32))
+        fns = []
+        for pool in (lambda x: nn.max_pool(x, (window, window), (stride, stride), padding),
+                     lambda x: max_pool(x, (window, window), (stride, stride), padding)):
+            grad = jax.jit(jax.grad(lambda x, pool=pool: (pool(x) ** 2).sum()))
+            fns.append(lambda grad=grad: jax.block_until_ready(grad(x)))
+        tx = torch.randn(8, channels, size, size, requires_grad=True)
+        torch_padding = 0 if padding in ("VALID", "SAME") else padding[0][0]
+
+        def torch_pool():  # "SAME" at an even size and stride = window pads nothing: as VALID
+            (torch.nn.functional.max_pool2d(tx, window, stride, torch_padding) ** 2).sum().backward()
+        times = [t for _, t in timed_interleaved(fns + [torch_pool], steps)]
+        rows.append(f"| {where}: 8 x {size}x{size} x {channels}, {window}x{window}/{stride} | "
+                    + " | ".join(f"{t * 1e3:,.1f}" for t in times) + " |")
+        print(rows[-1], flush=True)
+    return ["| max-pool | Flax / XLA | `layers.max_pool` | PyTorch |", "|---|---|---|---|", *rows]
+
+
 def run(args) -> str:
+    """The section, table by table: a table left out with `--skip` keeps its text from the last
+    run, and a training-step run over some encoders, shapes or dtypes replaces only those rows."""
     import torch
 
     from hpa_jax.models import ENCODERS
 
     names = args.names or [n for n in ENCODERS if n not in ("resnet18", "resnet34")]
-    parts = ["## models: the encoder zoo against timm", "",
-             f"Measured on: {machine()} (at the start); torch {torch.__version__} with {torch.get_num_threads()} "
-             f"threads. Ours and timm's were measured in turn in the same process (see each table), so a load "
-             "change moves both alike and the ratios hold better than the absolute rates.", ""]
+    old = subsections(section_body(args.doc, "models"))
+    tables = {}
     if "parity" not in args.skip:
-        parts += ["Parameters with 4 input channels, 28 classes and timm's own classifier (`head=\"gap\"`), ours "
-                  "counted with `jax.eval_shape`. Parity: a random timm model (BatchNorm statistics randomised) "
-                  "converted by `hpa_jax.models.convert`, max |ours - timm| / max |timm| over the logits of 2 random "
-                  "images in eval mode, float32, at the smallest input timm accepts (`tests/interop/` asserts <= 1e-4).",
-                  "", "| encoder | params (ours) | params (timm) | parity error |", "|---|---|---|---|",
-                  *parity_rows(names), ""]
+        tables[PARITY] = [
+            f"Measured on: {machine()}.", "",
+            "Parameters with 4 input channels, 28 classes and timm's own classifier (`head=\"gap\"`), ours counted "
+            "with `jax.eval_shape`. Parity: a random timm model (BatchNorm statistics randomised) converted by "
+            "`hpa_jax.models.convert`, max |ours - timm| / max |timm| over the logits of 2 random images in eval "
+            "mode, float32, at the smallest input timm accepts (`tests/interop/` asserts <= 1e-4).", "",
+            "| encoder | params (ours) | params (timm) | parity error |", "|---|---|---|---|", *parity_rows(names)]
     if "steps" not in args.skip:
-        parts += ["### Training step", "",
-                  "One SGD step (forward, backward, update; BatchNorm in training mode) of the full-size encoder "
-                  f"with timm's classifier: ours is the sharded train step on this machine's CPU device with "
-                  f"`model.grouped_conv={args.grouped_conv}`, timm's the same step in PyTorch (bfloat16 under "
-                  f"`torch.autocast`; ours with `model.dtype=bfloat16`, params float32). Median of {args.steps} steps "
-                  "each, ours and timm's alternating, after one compiling and one warm-up step. The first-step column "
-                  "is ours: tracing plus XLA's compile plus one step (a persistent compilation cache was not used).",
-                  "", "| encoder | batch x size | dtype | ours img/s | timm img/s | ours / timm | ours first step |",
-                  "|---|---|---|---|---|---|---|",
-                  *step_rows(names, args.shapes, args.dtypes, args.steps, args.grouped_conv), ""]
+        rows = step_rows(names, args.shapes, args.dtypes, args.steps, args.grouped_conv)
+        tables[STEPS] = [
+            f"Last run on: {machine()}; torch {torch.__version__} with {torch.get_num_threads()} threads.", "",
+            "One SGD step (forward, backward, update; BatchNorm in training mode) of the full-size encoder with "
+            "timm's classifier: ours is the sharded train step on this machine's CPU device with "
+            f"`model.grouped_conv={args.grouped_conv}`, timm's the same step in PyTorch (bfloat16 under "
+            "`torch.autocast`; ours with `model.dtype=bfloat16`, params float32). Median of "
+            f"{args.steps} steps each, ours and timm's alternating (a load change moves both alike), after one "
+            "compiling and one warm-up step. The first-step column is ours: tracing, XLA's compile and one "
+            "step (no persistent compilation cache). The last column is when the row ran and the 1-minute "
+            "load then: PyTorch's OpenMP threads lose far more than XLA's to other work on the cores, so rows "
+            "measured under load flatter ours.", "",
+            "| encoder | batch x size | dtype | ours img/s | timm img/s | ours / timm | ours first step | measured |",
+            "|---|---|---|---|---|---|---|---|",
+            *merge_rows(table_rows(old.get(STEPS, "")), rows, key_cells=3)]
     if "layers" not in args.skip:
-        parts += ["### Grouped convolutions", "",
-                  "One grouped 3x3 convolution, 32 groups, stride 1, float32, ms forward / forward + backward (the "
-                  "gradients of input and kernel), median of "
-                  f"{args.steps} calls of each in turn after a compiling one; the fastest of ours is bold. The shapes "
-                  "are SE-ResNeXt50's four stages at 256 px, batch 8 (the full-size network) and at the quickstart's "
-                  "width 16, 112 px, batch 32. `split C`: super-groups of max(C, group width) input channels, each a "
-                  "dense convolution with a block-diagonal kernel (`hpa_jax/models/layers.py`).", "",
-                  *layer_rows(args.steps)]
+        tables[LAYERS] = [
+            f"Measured on: {machine()}.", "",
+            "One grouped 3x3 convolution, 32 groups, stride 1, float32, ms forward / forward + backward (the "
+            f"gradients of input and kernel), median of {args.steps} calls of each in turn after a compiling one; "
+            "the fastest of ours is bold. The shapes are SE-ResNeXt50's four stages at 256 px, batch 8 (the "
+            "full-size network) and at the quickstart's width 16, 112 px, batch 32. `split C`: super-groups of "
+            "max(C, group width) input channels, each a dense convolution with a block-diagonal kernel "
+            "(`hpa_jax/models/layers.py`).", "", *layer_rows(args.steps)]
+        tables[POOL] = [
+            "XLA differentiates a max-pool into `select_and_scatter`, slow on CPUs; `layers.max_pool` computes the "
+            "same gradient (the first maximum of each window takes the cotangent) from shifted slices. Forward + "
+            f"backward in ms, median of {args.steps} calls each in turn:", "", *pool_rows(args.steps)]
+    parts = ["## models: the encoder zoo against timm", ""]
+    for heading in (PARITY, STEPS, LAYERS, POOL):
+        if heading in tables:
+            parts += [heading, "", *tables[heading], ""]
+        elif heading in old:
+            parts += [old[heading], ""]
     return "\n".join(parts)
