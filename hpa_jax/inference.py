@@ -87,7 +87,8 @@ def training_config(config, workdir) -> ml_collections.ConfigDict:
 
 
 def restore_variables(config, workdir, which):
-    """(model, mesh, variables, step) from the checkpoint `which` ('best', 'latest' or a step)."""
+    """(model, mesh, variables, step) from the checkpoint `which` ('best', 'latest' or a step);
+    'best' and 'latest' fall back to the best or newest readable checkpoint."""
     model = create_model_from_config(config)
     mesh = sharding.make_mesh()
     # Only the optimiser state's structure matters here, which the layer groups shape.
@@ -98,8 +99,7 @@ def restore_variables(config, workdir, which):
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
                             abstract)
     manager = checkpoint.checkpoint_manager(workdir, must_exist=True)
-    step = checkpoint.resolve_step(manager, which)
-    state = checkpoint.restore(manager, step, abstract)
+    step, state, _ = checkpoint.restore_readable(manager, which, abstract, with_progress=False)
     return model, mesh, {"params": state.params, "batch_stats": state.batch_stats}, step
 
 
