@@ -57,14 +57,15 @@ def is_bug(error: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def file_errors(path, doing: str = "reading", error: type = DataError):
+def file_errors(path, doing: str = "reading", error: type = DataError, kinds: tuple = (Exception,)):
     """Around a library call that reads or writes `path` (orbax, tensorstore, grain, PIL, pandas,
-    numpy): what the file can cause becomes a one-line `error` naming it; bugs keep their type."""
+    numpy): what the file can cause (`kinds` of exceptions) becomes a one-line `error` naming it;
+    bugs keep their type and traceback."""
     try:
         yield
     except UserError:
         raise
-    except Exception as e:
+    except kinds as e:
         if is_bug(e):
             raise
         raise error(f"{path}: {doing} failed: {first_line(e)}") from e

@@ -15,7 +15,7 @@ from hpa_jax import checkpoint, optim, outputs, postprocess, report, sharding
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
-from hpa_jax.errors import ConfigError, DataError
+from hpa_jax.errors import ConfigError, DataError, file_errors
 from hpa_jax.models import TRACE_SIZE, create_model_from_config, encoder_module_sort_key
 from hpa_jax.models.resnet import MESH_AXIS
 from hpa_jax.state import create_train_state
@@ -77,7 +77,8 @@ def training_config(config, workdir) -> ml_collections.ConfigDict:
     saved_path = pathlib.Path(workdir) / "config.json"
     if not saved_path.is_file():
         return config
-    saved = json.loads(saved_path.read_text())
+    with file_errors(saved_path):
+        saved = json.loads(saved_path.read_text())
     config = ml_collections.ConfigDict(config.to_dict())
     config.model = ml_collections.ConfigDict(saved["model"])
     config.optim = ml_collections.ConfigDict(saved["optim"])

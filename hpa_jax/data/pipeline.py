@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpa_jax.data.sources import read_sample
-from hpa_jax.errors import ConfigError, DataError
+from hpa_jax.errors import ConfigError, DataError, file_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +72,8 @@ class PackedSource:
                               f"repack with --size={image_size} or set data.image_size=0")
         import pandas as pd  # noqa: PLC0415
 
-        index = pd.read_csv(self.store / pack.INDEX, dtype=str, keep_default_na=False)["Id"]
+        with file_errors(self.store / pack.INDEX):
+            index = pd.read_csv(self.store / pack.INDEX, dtype=str, keep_default_na=False)["Id"]
         rows = pd.Index(index).get_indexer(pd.Index(self.ids.astype(str)))
         if (rows < 0).any():
             missing = self.ids[rows < 0]
@@ -83,6 +84,7 @@ class PackedSource:
         self.image_size = int(self.meta["size"])
         self.images_file = self.store / pack.IMAGES
         self._images = None
+        self.images    # a truncated or foreign images file fails here, named, not in a reader thread
 
     @classmethod
     def from_config(cls, data_config, store, ids, labels) -> "PackedSource":
@@ -92,7 +94,8 @@ class PackedSource:
     def images(self) -> np.ndarray:
         """The store's (N, S, S, 4) uint8 array, memory-mapped read-only."""
         if self._images is None:
-            self._images = np.load(self.images_file, mmap_mode="r")
+            with file_errors(self.images_file):
+                self._images = np.load(self.images_file, mmap_mode="r")
         return self._images
 
     def __getstate__(self):
