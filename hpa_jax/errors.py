@@ -84,5 +84,5 @@ def one_line_errors(prog: str):
         print(f"{prog}: {e}", file=sys.stderr, flush=True)
         sys.exit(128 + e.signum)
     except KeyboardInterrupt:
-        print(f"{prog}: aborted (Ctrl-C); nothing was saved after the last checkpoint", file=sys.stderr, flush=True)
+        print(f"{prog}: aborted (Ctrl-C)", file=sys.stderr, flush=True)
         sys.exit(130)

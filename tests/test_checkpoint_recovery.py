@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpa_jax import checkpoint, inference, train
+from hpa_jax import checkpoint, inference, preemption, train
 from hpa_jax.errors import CheckpointError, TrainingDiverged, TrainingInterrupted, one_line_errors
 from test_pipeline_state import run_config
 
@@ -213,6 +213,17 @@ def test_sigterm_mid_epoch_saves_and_resumes_exactly(reference, tmp_path, monkey
     assert_resumes_to_reference(reference, workdir)
 
 
+def test_first_ctrl_c_asks_to_stop_and_the_second_aborts_at_once():
+    before = signal.getsignal(signal.SIGINT)
+    with preemption.StopOnSignal() as stop:
+        assert not stop.should_stop(1)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.should_stop(2) and stop.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_interrupted_training_exits_with_128_plus_the_signal(capsys):
     with pytest.raises(SystemExit) as exit_:
         with one_line_errors("hpa_jax"):
@@ -313,3 +324,47 @@ def test_divergence_names_the_last_good_checkpoint_or_none(reference, tmp_path, 
             train.train_and_evaluate(reference["config"], tmp_path / f"at{step}")
         assert f"non-finite loss or gradient at step {step} " in str(diverged.value)
         assert expected in str(diverged.value) and "None" not in str(diverged.value)
+
+
+CTRL_C_TO_THE_GROUP = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from hpa_jax import train
+from hpa_jax.errors import one_line_errors
+from test_pipeline_state import run_config
+
+real_make = train.make_train_step
+
+def make_train_step(*args, **kwargs):
+    step_fn = real_make(*args, **kwargs)
+    def step(state, *rest):
+        if int(state.step) == 4:     # during step 5, to every process of the group, readers included
+            os.killpg(0, signal.SIGINT)
+        return step_fn(state, *rest)
+    return step
+
+train.make_train_step = make_train_step
+config = run_config(__import__("pathlib").Path({root!r}))
+config.data.num_workers = 2
+with one_line_errors("hpa_jax"):
+    train.train_and_evaluate(config, {workdir!r})
+"""
+
+
+def test_ctrl_c_to_the_process_group_with_reader_processes(reference, tmp_path):
+    """A Ctrl-C in the terminal reaches the training process and its 2 grain reader processes:
+    the readers leave it to training (no KeyboardInterrupt tracebacks of theirs), the command
+    prints where it stopped and exits 130; the restart (finishing the epoch with the same 2
+    readers) ends as the uninterrupted run."""
+    workdir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-c", CTRL_C_TO_THE_GROUP.format(
+        tests=str(REPO / "tests"), root=str(reference["root"]), workdir=str(workdir))], cwd=REPO,
+        capture_output=True, text=True, timeout=600, start_new_session=True)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
+    # (grain's reader processes leave a resource_tracker warning about shared memory at any exit)
+    stopped = [line for line in result.stderr.splitlines() if line.startswith("hpa_jax: stopped")]
+    assert stopped == [f"hpa_jax: stopped by SIGINT at step 5 (epoch 2, batch 2 of 3); saved "
+                       f"{workdir / 'checkpoints' / '5'}: run the same command to resume"]
+    assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
+    train.train_and_evaluate(reference["config"], workdir)
+    assert_resumes_to_reference(reference, workdir)

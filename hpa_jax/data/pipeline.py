@@ -7,6 +7,7 @@ GPU first at 512-1024 px with four channels.
 import dataclasses
 import functools
 import pathlib
+import signal
 from typing import Iterator
 
 import grain
@@ -162,8 +163,18 @@ def train_batches(source: ImageSource | PackedSource, *, batch_size: int, crop_s
     if num_workers > 0:
         _let_grain_read_flags()
         per_worker = max(1, -(-prefetch // num_workers))   # about `prefetch` batches ready in all
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=per_worker))
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=per_worker),
+                            worker_init_fn=_leave_signals_to_the_trainer)
     return iter(ds)
+
+
+def _leave_signals_to_the_trainer(worker_index: int, worker_count: int) -> None:
+    """In each reader process: a Ctrl-C (sent to the whole process group) or a SIGTERM sent to all
+    of a job's processes must not kill the readers while training finishes its step and saves the
+    data position; the training process stops them (`close()`) itself."""
+    del worker_index, worker_count
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def eval_batches(source: ImageSource, *, batch_size: int, num_threads: int = 8,
