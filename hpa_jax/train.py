@@ -6,10 +6,12 @@ averaged over the mesh axis, so the update is the same whether the batch runs on
 eight (tests/test_train_step.py checks this), with or without gradient accumulation.
 """
 
+import dataclasses
 import json
 import pathlib
 import signal
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -319,11 +321,11 @@ def train_and_evaluate(config, workdir) -> dict:
     every_steps = int(config.checkpoint.every_steps)
     if every_steps < 0:
         raise ConfigError(f"checkpoint.every_steps must be 0 (epoch ends only) or a number of steps, got {every_steps}")
+    loop = Loop(train_step=train_step, predict_step=predict_step, mesh=mesh, dropout_rng=dropout_rng,
+                schedule=schedule, train_source=train_source, val_source=val_source, local_batch=local_batch,
+                steps_per_epoch=steps_per_epoch, cycle_end_steps=tuple(cycle_end_steps), every_steps=every_steps)
     with preemption.StopOnSignal(manager.reached_preemption) as stop:
-        record = run_epochs(config, workdir, state, manager, stop, progress, dict(
-            train_step=train_step, predict_step=predict_step, mesh=mesh, dropout_rng=dropout_rng, schedule=schedule,
-            train_source=train_source, val_source=val_source, local_batch=local_batch,
-            steps_per_epoch=steps_per_epoch, cycle_end_steps=cycle_end_steps, every_steps=every_steps))
+        record = run_epochs(config, workdir, loop, state, progress, manager, stop)
     if record:
         plots.plot_training_curves(workdir / "metrics.jsonl", workdir / "training_curves.png")
 
@@ -334,15 +336,32 @@ def train_and_evaluate(config, workdir) -> dict:
     return {**record, "label_prior_macro_f1": baseline}
 
 
-def run_epochs(config, workdir, state, manager, stop, progress, run) -> dict:
-    """The epochs from where `state` (and a mid-epoch `progress`) left off; returns the last
-    epoch's metrics record. `run` holds the compiled steps, sources and step counts."""
-    steps_per_epoch, cycle_end_steps, every_steps = run["steps_per_epoch"], run["cycle_end_steps"], run["every_steps"]
+@dataclasses.dataclass(frozen=True)
+class Loop:
+    """What the epochs of one run share: the compiled steps, the data and the step counts."""
+    train_step: Any
+    predict_step: Any
+    mesh: Any
+    dropout_rng: Any
+    schedule: Any
+    train_source: Any
+    val_source: Any
+    local_batch: int
+    steps_per_epoch: int
+    cycle_end_steps: tuple
+    every_steps: int
+
+
+def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop) -> dict:
+    """The epochs from where `state` (and a mid-epoch `progress`) left off, checkpointing to
+    `manager` and stopping when `stop` (a `preemption.StopOnSignal`) says so; returns the last
+    epoch's metrics record."""
+    steps_per_epoch, cycle_end_steps = loop.steps_per_epoch, loop.cycle_end_steps
     record = {}
     for epoch in range(int(state.step) // steps_per_epoch, config.train.num_epochs):
         start = time.time()
         resumed = progress if progress is not None and progress["epoch"] == epoch else None
-        batches, num_workers = open_epoch_batches(config, run["train_source"], run["local_batch"], epoch, resumed)
+        batches, num_workers = open_epoch_batches(config, loop.train_source, loop.local_batch, epoch, resumed)
         bar = tqdm(batches, total=steps_per_epoch, initial=resumed["batches_done"] if resumed else 0,
                    desc=f"epoch {epoch + 1}/{config.train.num_epochs}", unit="batch", dynamic_ncols=True)
 
@@ -357,9 +376,9 @@ def run_epochs(config, workdir, state, manager, stop, progress, run) -> dict:
             return stop.should_stop(step) and step % steps_per_epoch != 0
 
         try:
-            state, train_loss = run_epoch(run["train_step"], state, bar, run["mesh"], run["dropout_rng"],
-                                          run["schedule"], losses_before=resumed["train_losses"] if resumed else (),
-                                          checkpoint_every=every_steps, save_checkpoint=save_mid_epoch,
+            state, train_loss = run_epoch(loop.train_step, state, bar, loop.mesh, loop.dropout_rng, loop.schedule,
+                                          losses_before=resumed["train_losses"] if resumed else (),
+                                          checkpoint_every=loop.every_steps, save_checkpoint=save_mid_epoch,
                                           should_stop=should_stop)
         except TrainingDiverged as e:
             raise TrainingDiverged(f"{e} (epoch {epoch + 1}); nothing after it was saved, {last_good(manager)}") from None
@@ -375,12 +394,12 @@ def run_epochs(config, workdir, state, manager, stop, progress, run) -> dict:
             bar.close()
             batches.close()
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        probs = inference.predict_probs(run["predict_step"], variables, run["mesh"], config, run["val_source"],
+        probs = inference.predict_probs(loop.predict_step, variables, loop.mesh, config, loop.val_source,
                                         desc="validate")
         record = {"epoch": epoch + 1, "step": int(state.step), "cycle_end": int(state.step) in cycle_end_steps,
-                  "lr": float(run["schedule"](int(state.step) - 1)),
+                  "lr": float(loop.schedule(int(state.step) - 1)),
                   "train_loss": train_loss, "epoch_seconds": round(time.time() - start, 2),
-                  **inference.score(run["val_source"].labels, probs, config.eval.threshold)}
+                  **inference.score(loop.val_source.labels, probs, config.eval.threshold)}
         with open(workdir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  val_loss {record['val_loss']:.4f}  "
