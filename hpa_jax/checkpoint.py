@@ -29,7 +29,7 @@ import sys
 import jax
 import orbax.checkpoint as ocp
 
-from hpa_jax.errors import CheckpointError, first_line, is_bug
+from hpa_jax.errors import CheckpointError, ConfigError, first_line, is_bug
 
 BEST_METRIC = "val_macro_f1"
 STATE_ITEM = "default"
@@ -112,7 +112,8 @@ def set_aside(directory: pathlib.Path, step: int) -> pathlib.Path:
 
 def _set_aside_unreadable_metrics(directory: pathlib.Path) -> None:
     """orbax reads every step's `metrics` when a manager starts and fails on one it cannot parse;
-    such a step goes aside first, so that the others stay usable."""
+    such a step goes aside first (even if no other turns out readable: with it in place orbax
+    could not list the others), so that the others stay usable."""
     for folder in sorted(directory.iterdir()) if directory.is_dir() else ():
         metrics = folder / "metrics" / "metrics"
         if not folder.name.isdigit() or not metrics.is_file():
@@ -210,7 +211,10 @@ def resolve_step(manager: ocp.CheckpointManager, which) -> int:
     if which == "best":
         best = manager.best_step()
         return best if best is not None else manager.latest_step()
-    step = int(which)
+    try:
+        step = int(which)
+    except ValueError:
+        raise ConfigError(f"eval.checkpoint={which!r}: expected 'best', 'latest' or a step number") from None
     if step not in steps:
         raise CheckpointError(f"{directory}: no checkpoint at step {step}; available: {sorted(steps)}")
     return step
@@ -237,6 +241,9 @@ def restore_readable(manager: ocp.CheckpointManager, which, target, *, with_prog
     directory = pathlib.Path(manager.directory)
 
     def read(step):
+        metadata = directory / str(step) / STATE_ITEM / "_METADATA"
+        if not metadata.is_file():   # orbax would go on without it and fail on the tree's structure
+            raise FileNotFoundError(f"{metadata.relative_to(directory)} is missing")
         state = restore(manager, step, target)
         return state, restore_progress(manager, step) if with_progress else None
 
@@ -267,8 +274,8 @@ def restore_readable(manager: ocp.CheckpointManager, which, target, *, with_prog
             manager.reload()
         return step, state, progress
     listing = "; ".join(f"step {step}: {reason}" for step, reason in failed)
-    raise CheckpointError(f"{directory}: no readable checkpoint ({listing}); if the config changed, resume with "
-                          f"the one they were trained with, otherwise move them away to start afresh")
+    raise CheckpointError(f"{directory}: no readable checkpoint ({listing}); if the config changed, use the one "
+                          f"they were trained with, otherwise move them away to start afresh")
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target):
