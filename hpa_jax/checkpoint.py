@@ -7,16 +7,29 @@ checkpoint uses, so checkpoints written before there were other items restore th
 for mid-epoch checkpoints `progress`, a JSON record of where in the epoch it was taken (epoch,
 batches done, the grain iterator's state, the epoch's losses so far). Epoch-end checkpoints have
 no `progress`: the next epoch starts from its beginning, which is a pure function of (seed, epoch).
+
+What survives what: orbax writes a step under a temporary name (`{step}.orbax-checkpoint-tmp*`)
+and renames it when complete, so a save killed at any moment leaves no folder orbax lists as a
+step (the training manager removes such leftovers when it starts). A step folder that cannot be
+read anyway (truncated or missing files, bad metadata, shapes that do not fit) is skipped with
+one warning, for the newest (or best) readable one, and moved aside to `unreadable-{step}`: never
+deleted, never listed as a step again. A save that fails (disk full, permissions) is a one-line
+`CheckpointError`; the steps saved before it are untouched.
 """
 
+import contextlib
 import dataclasses
+import json
 import logging
+import os
 import pathlib
+import re
+import sys
 
 import jax
 import orbax.checkpoint as ocp
 
-from hpa_jax.errors import CheckpointError
+from hpa_jax.errors import CheckpointError, ConfigError, first_line, is_bug
 
 BEST_METRIC = "val_macro_f1"
 STATE_ITEM = "default"
@@ -29,7 +42,43 @@ def _not_the_missing_metrics_warning(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Requested `tracked_metric`; did not provide metrics")
 
 
+def _not_an_orbax_traceback(record: logging.LogRecord) -> bool:
+    """orbax logs the traceback of a failed background save (several times) before raising the
+    same exception to the caller, where `save` and `wait` report it in one line, or, for a bug,
+    with its traceback."""
+    return not (record.levelno >= logging.ERROR and record.exc_info and "orbax" in record.pathname)
+
+
+def _drop_orbax_leftovers(previous_hook):
+    """A restore that fails on one array leaves orbax's other reads pending: their coroutines are
+    collected unfinished and tensorstore's callbacks find the event loop closed, each printed as
+    an 'unraisable' traceback (hundreds of lines) after the one error that matters, which is
+    reported. Those two kinds are dropped; any other goes to the previous hook."""
+
+    def hook(unraisable):
+        code = getattr(unraisable.object, "cr_code", None)
+        if (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed") \
+                or (code is not None and "orbax" in code.co_filename):
+            return
+        previous_hook(unraisable)
+
+    return hook
+
+
+def _not_an_orbax_task(record: logging.LogRecord) -> bool:
+    """asyncio's 'Task exception was never retrieved' for orbax's other writes of a failed save."""
+    return not (record.levelno >= logging.ERROR and "orbax" in record.getMessage())
+
+
+logging.getLogger("asyncio").addFilter(_not_an_orbax_task)
 logging.getLogger("absl").addFilter(_not_the_missing_metrics_warning)
+logging.getLogger("absl").addFilter(_not_an_orbax_traceback)
+sys.unraisablehook = _drop_orbax_leftovers(sys.unraisablehook)
+UNREADABLE_PREFIX = "unreadable-"
+
+
+def warn(message: str) -> None:
+    print(f"hpa_jax: warning: {message}", file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass
@@ -44,19 +93,51 @@ class LatestEpochsAndResumePoint:
     def should_preserve(self, checkpoints, *, context) -> list[bool]:
         del context
         epoch_ends = [i for i, info in enumerate(checkpoints) if info.metrics is not None]
-        keep = set(epoch_ends[len(epoch_ends) - self.n:]) if self.n > 0 else set()
+        keep = set(epoch_ends[max(len(epoch_ends) - self.n, 0):]) if self.n > 0 else set()
         keep.update([len(checkpoints) - 1] if checkpoints else [])
         return [i in keep for i in range(len(checkpoints))]
 
 
-def checkpoint_manager(workdir, keep: int = 3, *, keep_steps=(), must_exist: bool = False) -> ocp.CheckpointManager:
+def set_aside(directory: pathlib.Path, step: int) -> pathlib.Path:
+    """Renames the step's folder to `unreadable-{step}` (`-2`, `-3`... if taken), which orbax does
+    not list as a step: kept for the user to inspect, never restored or deleted by a run."""
+    target, n = directory / f"{UNREADABLE_PREFIX}{step}", 1
+    while target.exists():
+        n += 1
+        target = directory / f"{UNREADABLE_PREFIX}{step}-{n}"
+    if jax.process_index() == 0:
+        os.rename(directory / str(step), target)
+    return target
+
+
+def _set_aside_unreadable_metrics(directory: pathlib.Path) -> None:
+    """orbax reads every step's `metrics` when a manager starts and fails on one it cannot parse;
+    such a step goes aside first (even if no other turns out readable: with it in place orbax
+    could not list the others), so that the others stay usable."""
+    for folder in sorted(directory.iterdir()) if directory.is_dir() else ():
+        metrics = folder / "metrics" / "metrics"
+        if not folder.name.isdigit() or not metrics.is_file():
+            continue
+        try:
+            json.loads(metrics.read_text())
+        except (OSError, ValueError) as e:
+            moved = set_aside(directory, int(folder.name))
+            warn(f"checkpoint step {folder.name} in {folder} is unreadable ({metrics.name}: {first_line(e)}); "
+                 f"moved it to {moved.name}")
+
+
+def checkpoint_manager(workdir, keep: int = 3, *, keep_steps=(), must_exist: bool = False,
+                       writer: bool = False) -> ocp.CheckpointManager:
     """`keep_steps` are kept whatever else happens (cycle ends); `must_exist` (for
     evaluate/predict) turns a missing folder into a one-line error. Mid-epoch checkpoints have no
     metrics: BestN ignores them (`keep_checkpoints_without_metrics=False`, or it would keep every
-    one of them forever), so only `LatestEpochsAndResumePoint` decides about them."""
+    one of them forever), so only `LatestEpochsAndResumePoint` decides about them. The `writer`
+    (training, the folder's only writer) removes the temporary folders of saves that were killed;
+    a reader must not, as they may be a running training's save in progress."""
     directory = pathlib.Path(workdir).absolute() / "checkpoints"
     if must_exist and not directory.is_dir():
         raise CheckpointError(f"{directory}: no checkpoint found; train first (--mode=train)")
+    _set_aside_unreadable_metrics(directory)
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
         LatestEpochsAndResumePoint(n=keep),
         ocp.checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
@@ -64,7 +145,7 @@ def checkpoint_manager(workdir, keep: int = 3, *, keep_steps=(), must_exist: boo
         ocp.checkpoint_managers.CustomSteps(steps=list(keep_steps)),
     ])
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=lambda metrics: metrics[BEST_METRIC],
-                                           best_mode="max")
+                                           best_mode="max", cleanup_tmp_directories=writer)
     # Named handlers put the manager in multi-item mode up front; left to orbax, the mode would be
     # guessed from the first step restored and a later save with the other item would be refused.
     handlers = {STATE_ITEM: ocp.StandardCheckpointHandler(), PROGRESS_ITEM: ocp.JsonCheckpointHandler()}
@@ -77,7 +158,46 @@ def save(manager: ocp.CheckpointManager, step: int, state, metrics: dict | None,
     items = {STATE_ITEM: ocp.args.StandardSave(state)}
     if progress is not None:
         items[PROGRESS_ITEM] = ocp.args.JsonSave(progress)
-    manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+    with _write_errors(manager):   # also the previous (asynchronous) save's errors, which surface here
+        manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+
+
+def wait(manager: ocp.CheckpointManager) -> None:
+    """Waits for the save in progress; its failure is a one-line `CheckpointError`."""
+    with _write_errors(manager):
+        manager.wait_until_finished()
+
+
+def _failed_write(error: BaseException) -> tuple[str, str] | None:
+    """(file, reason) if `error` is a failed write of the file system (disk full, permissions,
+    quota): an OSError from orbax's own files, or tensorstore's ValueError for the arrays, which
+    carries the OS error code and the file in its text; None for anything else."""
+    if isinstance(error, OSError):
+        return str(error.filename or ""), error.strerror or first_line(error)
+    text = str(error)
+    code = re.search(r"os_error_code='(\d+)'", text)
+    if not isinstance(error, ValueError) or not (code or text.startswith(("RESOURCE_EXHAUSTED", "PERMISSION_DENIED"))):
+        return None
+    files = re.findall(r'"(/[^"]+)"', text)
+    return (files[-1] if files else ""), os.strerror(int(code.group(1))) if code else text.split(":")[0]
+
+
+@contextlib.contextmanager
+def _write_errors(manager: ocp.CheckpointManager):
+    """A save that the file system refused, as one line naming the file. orbax writes under a
+    temporary name until the step is complete, so the steps before it are intact (the temporary
+    folder goes when training next starts)."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        failed = _failed_write(e)
+        if failed is None:
+            raise
+        where, reason = failed
+        manager.reload()     # from the disk: orbax already forgot the steps this save was to replace
+        steps = ", ".join(map(str, sorted(manager.all_steps()))) or "none"
+        raise CheckpointError(f"{where or manager.directory}: saving a checkpoint failed ({reason}); training "
+                              f"stopped; the checkpoints saved before are intact (steps: {steps})") from None
 
 
 def resolve_step(manager: ocp.CheckpointManager, which) -> int:
@@ -91,10 +211,71 @@ def resolve_step(manager: ocp.CheckpointManager, which) -> int:
     if which == "best":
         best = manager.best_step()
         return best if best is not None else manager.latest_step()
-    step = int(which)
+    try:
+        step = int(which)
+    except ValueError:
+        raise ConfigError(f"eval.checkpoint={which!r}: expected 'best', 'latest' or a step number") from None
     if step not in steps:
         raise CheckpointError(f"{directory}: no checkpoint at step {step}; available: {sorted(steps)}")
     return step
+
+
+def candidates(manager: ocp.CheckpointManager, which: str) -> list[int]:
+    """The steps to try for 'latest' (newest first) or 'best' (by validation macro-F1, ties to the
+    newer; then the steps without metrics, newest first, as orbax's `best_step` falls back)."""
+    steps = sorted(manager.all_steps(), reverse=True)
+    if which == "latest":
+        return steps
+    scored = [(manager.metrics(s) or {}).get(BEST_METRIC) for s in steps]
+    ranked = sorted((-score, -step) for step, score in zip(steps, scored) if score is not None)
+    return [-step for _, step in ranked] + [step for step, score in zip(steps, scored) if score is None]
+
+
+def restore_readable(manager: ocp.CheckpointManager, which, target, *, with_progress: bool = True):
+    """(step, state, progress) from the checkpoint `which` names: 'best' or 'latest' fall back to
+    the best or newest readable one, each unreadable one before it named in one warning and moved
+    aside (only once a readable one is found: with none readable, nothing moves and the error lists
+    them, since then the config rather than the files may be at fault); an explicit step that is
+    unreadable is a one-line error. `progress` is None for epoch-end checkpoints (or unless
+    `with_progress`)."""
+    directory = pathlib.Path(manager.directory)
+
+    def read(step):
+        metadata = directory / str(step) / STATE_ITEM / "_METADATA"
+        if not metadata.is_file():   # orbax would go on without it and fail on the tree's structure
+            raise FileNotFoundError(f"{metadata.relative_to(directory)} is missing")
+        state = restore(manager, step, target)
+        return state, restore_progress(manager, step) if with_progress else None
+
+    if which not in ("best", "latest"):
+        step = resolve_step(manager, which)
+        try:
+            return step, *read(step)
+        except Exception as e:
+            if is_bug(e):
+                raise
+            raise CheckpointError(f"{directory / str(step)}: checkpoint step {step} is unreadable: "
+                                  f"{first_line(e)}") from None
+    resolve_step(manager, which)     # no checkpoint at all: the usual one-line error
+    failed = []
+    for step in candidates(manager, which):
+        try:
+            state, progress = read(step)
+        except Exception as e:
+            if is_bug(e):
+                raise
+            failed.append((step, first_line(e)))
+            continue
+        for bad, reason in failed:
+            moved = set_aside(directory, bad)
+            warn(f"checkpoint step {bad} in {directory / str(bad)} is unreadable ({reason}); moved it to "
+                 f"{moved.name}, using step {step}")
+        if failed:
+            manager.reload()
+        return step, state, progress
+    listing = "; ".join(f"step {step}: {reason}" for step, reason in failed)
+    raise CheckpointError(f"{directory}: no readable checkpoint ({listing}); if the config changed, use the one "
+                          f"they were trained with, otherwise move them away to start afresh")
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target):

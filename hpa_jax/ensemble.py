@@ -10,7 +10,6 @@ input sizes; rank averaging suits models whose probabilities are calibrated diff
 
 import json
 import pathlib
-import sys
 import tempfile
 import zipfile
 
@@ -23,7 +22,7 @@ from scipy import stats
 from hpa_jax import postprocess
 from hpa_jax.classes import NUM_CLASSES
 from hpa_jax.data.kaggle import multi_hot, read_labels_csv
-from hpa_jax.errors import DataError, UserError
+from hpa_jax.errors import DataError, one_line_errors
 
 METHODS = ("mean", "weighted", "rank")
 
@@ -238,15 +237,13 @@ def parse_flags(argv):
 
 
 def main(args):
-    try:
+    with one_line_errors("hpa_jax.ensemble"):
         ids, probs, preds, fit = ensemble_predictions(
             args.inputs, method=args.method, weights=args.weights,
             threshold=0.5 if args.threshold is None else args.threshold, thresholds_path=args.thresholds,
             fit_paths=args.fit_thresholds, labels_path=args.labels, threshold_method=args.threshold_method,
             sample_submission=args.sample_submission, force_one=args.force_one)
         path = write_outputs(args.out, ids, probs, preds, fit)
-    except UserError as e:
-        sys.exit(f"hpa_jax.ensemble: error: {e}")
     if fit:
         print(f"thresholds ({fit['method']}) fitted on {fit['num_oof']} out-of-fold images: macro-F1 "
               f"{fit['oof_macro_f1']:.4f} -> {pathlib.Path(args.out) / 'thresholds.json'}")

@@ -15,7 +15,7 @@ from hpa_jax import checkpoint, optim, outputs, postprocess, report, sharding
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
-from hpa_jax.errors import ConfigError, DataError
+from hpa_jax.errors import ConfigError, DataError, file_errors
 from hpa_jax.models import TRACE_SIZE, create_model_from_config, encoder_module_sort_key
 from hpa_jax.models.resnet import MESH_AXIS
 from hpa_jax.state import create_train_state
@@ -78,7 +78,8 @@ def training_config(config, workdir) -> ml_collections.ConfigDict:
     saved_path = pathlib.Path(workdir) / "config.json"
     if not saved_path.is_file():
         return config
-    saved = json.loads(saved_path.read_text())
+    with file_errors(saved_path):
+        saved = json.loads(saved_path.read_text())
     config = ml_collections.ConfigDict(config.to_dict())
     grouped_conv = config.model.get("grouped_conv", "auto")  # how to compute, not what: the command line's
     config.model = ml_collections.ConfigDict({**saved["model"], "grouped_conv": grouped_conv})
@@ -89,7 +90,8 @@ def training_config(config, workdir) -> ml_collections.ConfigDict:
 
 
 def restore_variables(config, workdir, which):
-    """(model, mesh, variables, step) from the checkpoint `which` ('best', 'latest' or a step)."""
+    """(model, mesh, variables, step) from the checkpoint `which` ('best', 'latest' or a step);
+    'best' and 'latest' fall back to the best or newest readable checkpoint."""
     model = create_model_from_config(config)
     mesh = sharding.make_mesh()
     # Only the optimiser state's structure matters here, which the layer groups shape.
@@ -100,8 +102,7 @@ def restore_variables(config, workdir, which):
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
                             abstract)
     manager = checkpoint.checkpoint_manager(workdir, must_exist=True)
-    step = checkpoint.resolve_step(manager, which)
-    state = checkpoint.restore(manager, step, abstract)
+    step, state, _ = checkpoint.restore_readable(manager, which, abstract, with_progress=False)
     return model, mesh, {"params": state.params, "batch_stats": state.batch_stats}, step
 
 

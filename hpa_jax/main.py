@@ -4,12 +4,11 @@ Parses flags and dispatches; every `--config.a.b=v` overrides one config field.
 """
 
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hpa_jax.errors import UserError
+from hpa_jax.errors import one_line_errors
 
 MODES = ("train", "evaluate", "predict", "lr_find", "cv")
 
@@ -43,11 +42,9 @@ def main(argv):
 
     run = {"train": train.train_and_evaluate, "evaluate": inference.evaluate, "predict": inference.predict,
            "lr_find": lr_finder.lr_find, "cv": cv.cross_validate}
-    try:
+    with one_line_errors("hpa_jax"):
         for mode in FLAGS.mode:
             run[mode](FLAGS.config, FLAGS.workdir)
-    except UserError as e:
-        sys.exit(f"hpa_jax: error: {e}")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ averaged over the mesh axis, so the update is the same whether the batch runs on
 eight (tests/test_train_step.py checks this), with or without gradient accumulation.
 """
 
+import dataclasses
 import json
 import pathlib
+import signal
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,11 +20,11 @@ import optax
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from hpa_jax import checkpoint, inference, losses, optim, outputs, plots, postprocess, sharding
+from hpa_jax import checkpoint, inference, losses, optim, outputs, plots, postprocess, preemption, sharding
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import oversample, pipeline
 from hpa_jax.data.datasets import load_dataset
-from hpa_jax.errors import ConfigError, TrainingDiverged
+from hpa_jax.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from hpa_jax.models import create_model_from_config, encoder_module_sort_key
 from hpa_jax.models.resnet import MESH_AXIS
 from hpa_jax.state import TrainState, create_train_state
@@ -166,7 +169,7 @@ def make_train_step(config, mesh, class_weights=None):
 
 
 def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, schedule, check_every: int = 10, *,
-              losses_before=(), checkpoint_every: int = 0, save_checkpoint=None):
+              losses_before=(), checkpoint_every: int = 0, save_checkpoint=None, should_stop=None):
     """Runs the train step over the batches of the progress `bar`; returns the new state and the
     mean loss of the epoch's steps.
 
@@ -178,6 +181,9 @@ def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, sched
     far. The pending steps are checked first, so a diverged state is never saved and the losses
     are complete; a run resumed from that checkpoint passes them back as `losses_before`, so its
     epoch mean is the uninterrupted run's.
+
+    `should_stop(step)` is asked after every step (and any checkpoint of it); True checks the
+    pending steps and raises `preemption.StopRequested` with the state, step and losses so far.
     """
     step = int(state.step)
     pending, losses_seen = [], [float(loss) for loss in losses_before]
@@ -203,6 +209,9 @@ def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, sched
         if save_checkpoint is not None and checkpoint_every > 0 and step % checkpoint_every == 0:
             check()
             save_checkpoint(state, step, list(losses_seen))
+        if should_stop is not None and should_stop(step):
+            check()
+            raise preemption.StopRequested(state, step, list(losses_seen))
     check()
     return state, float(np.mean(losses_seen)) if losses_seen else float("nan")
 
@@ -243,9 +252,30 @@ def open_epoch_batches(config, source, local_batch: int, epoch: int, progress: d
     return batches, num_workers
 
 
+def keep_metrics_up_to(path: pathlib.Path, step: int) -> None:
+    """Drops the `metrics.jsonl` records of epochs after `step`, where a run resumes: their
+    checkpoints are gone (a save killed after the record was written, or a checkpoint set aside
+    as unreadable), and the resumed run writes them again. A line cut short by a kill goes too."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+
+    def before(line):
+        try:
+            return line.endswith("\n") and json.loads(line)["step"] <= step
+        except ValueError:
+            return False
+
+    kept = [line for line in lines if before(line)]
+    if kept != lines:
+        outputs.write_text(path, "".join(kept))
+
+
 def train_and_evaluate(config, workdir) -> dict:
     """Trains `config.train.num_epochs` epochs on the training folds, validating and saving a
-    checkpoint after each; resumes from the latest checkpoint in `workdir` if there is one."""
+    checkpoint after each; resumes from the newest readable checkpoint in `workdir` if there is one.
+    SIGTERM or Ctrl-C stops it after the current step with a checkpoint to resume from
+    (`TrainingInterrupted`); an epoch's last step finishes its validation and checkpoint first."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(config)
@@ -274,28 +304,64 @@ def train_and_evaluate(config, workdir) -> dict:
                                model_name=config.model.name)
     state = jax.device_put(state, sharding.replicated(mesh))
     cycle_end_steps = [e * steps_per_epoch for e in optim.cycle_end_epochs(config.optim, config.train.num_epochs)]
-    manager = checkpoint.checkpoint_manager(workdir, config.checkpoint.keep, keep_steps=cycle_end_steps)
+    manager = checkpoint.checkpoint_manager(workdir, config.checkpoint.keep, keep_steps=cycle_end_steps, writer=True)
     progress = None   # set when resuming from a mid-epoch checkpoint: where in its epoch it was taken
     if manager.latest_step() is not None:
-        state = checkpoint.restore(manager, manager.latest_step(), state)
-        progress = checkpoint.restore_progress(manager, manager.latest_step())
+        _, state, progress = checkpoint.restore_readable(manager, "latest", state)
         check_progress(progress, int(state.step), steps_per_epoch)
         where = f" (epoch {progress['epoch'] + 1}, batch {progress['batches_done']})" if progress else ""
         print(f"resumed from {manager.directory} at step {int(state.step)}{where}")
+    keep_metrics_up_to(workdir / "metrics.jsonl", int(state.step))
     train_step = make_train_step(config, mesh, class_weights_for(config, dataset.train_labels[train_idx]))
     predict_step = inference.make_predict_step(model, config, mesh)
     dropout_rng = jax.random.fold_in(rng, 1)
 
     train_source = dataset.train_source(train_rows, config.data)
     val_source = dataset.train_source(val_idx, config.data)
-    record = {}
     every_steps = int(config.checkpoint.every_steps)
     if every_steps < 0:
         raise ConfigError(f"checkpoint.every_steps must be 0 (epoch ends only) or a number of steps, got {every_steps}")
+    loop = Loop(train_step=train_step, predict_step=predict_step, mesh=mesh, dropout_rng=dropout_rng,
+                schedule=schedule, train_source=train_source, val_source=val_source, local_batch=local_batch,
+                steps_per_epoch=steps_per_epoch, cycle_end_steps=tuple(cycle_end_steps), every_steps=every_steps)
+    with preemption.StopOnSignal(manager.reached_preemption) as stop:
+        record = run_epochs(config, workdir, loop, state, progress, manager, stop)
+    if record:
+        plots.plot_training_curves(workdir / "metrics.jsonl", workdir / "training_curves.png")
+
+    baseline = postprocess.label_prior_baseline(dataset.train_labels[train_idx], val_source.labels, seed=config.seed)
+    if record:
+        print(f"validation macro-F1 at threshold {config.eval.threshold}: {record['val_macro_f1']:.4f}  "
+              f"(label-prior baseline {baseline:.4f})")
+    return {**record, "label_prior_macro_f1": baseline}
+
+
+@dataclasses.dataclass(frozen=True)
+class Loop:
+    """What the epochs of one run share: the compiled steps, the data and the step counts."""
+    train_step: Any
+    predict_step: Any
+    mesh: Any
+    dropout_rng: Any
+    schedule: Any
+    train_source: Any
+    val_source: Any
+    local_batch: int
+    steps_per_epoch: int
+    cycle_end_steps: tuple
+    every_steps: int
+
+
+def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop) -> dict:
+    """The epochs from where `state` (and a mid-epoch `progress`) left off, checkpointing to
+    `manager` and stopping when `stop` (a `preemption.StopOnSignal`) says so; returns the last
+    epoch's metrics record."""
+    steps_per_epoch, cycle_end_steps = loop.steps_per_epoch, loop.cycle_end_steps
+    record = {}
     for epoch in range(int(state.step) // steps_per_epoch, config.train.num_epochs):
         start = time.time()
         resumed = progress if progress is not None and progress["epoch"] == epoch else None
-        batches, num_workers = open_epoch_batches(config, train_source, local_batch, epoch, resumed)
+        batches, num_workers = open_epoch_batches(config, loop.train_source, loop.local_batch, epoch, resumed)
         bar = tqdm(batches, total=steps_per_epoch, initial=resumed["batches_done"] if resumed else 0,
                    desc=f"epoch {epoch + 1}/{config.train.num_epochs}", unit="batch", dynamic_ncols=True)
 
@@ -306,33 +372,56 @@ def train_and_evaluate(config, workdir) -> dict:
                 "epoch": epoch, "batches_done": step - epoch * steps_per_epoch, "num_workers": num_workers,
                 "iterator": batches.get_state(), "train_losses": losses})
 
+        def should_stop(step):   # an epoch's last step stops after its validation and checkpoint
+            return stop.should_stop(step) and step % steps_per_epoch != 0
+
         try:
-            state, train_loss = run_epoch(train_step, state, bar, mesh, dropout_rng, schedule,
+            state, train_loss = run_epoch(loop.train_step, state, bar, loop.mesh, loop.dropout_rng, loop.schedule,
                                           losses_before=resumed["train_losses"] if resumed else (),
-                                          checkpoint_every=every_steps, save_checkpoint=save_mid_epoch)
+                                          checkpoint_every=loop.every_steps, save_checkpoint=save_mid_epoch,
+                                          should_stop=should_stop)
         except TrainingDiverged as e:
-            raise TrainingDiverged(f"{e} (epoch {epoch + 1}); nothing after it was saved, the last good checkpoint "
-                                   f"is step {manager.latest_step()} in {manager.directory}") from None
+            raise TrainingDiverged(f"{e} (epoch {epoch + 1}); nothing after it was saved, {last_good(manager)}") from None
+        except preemption.StopRequested as stopped:
+            if manager.latest_step() != stopped.step:
+                save_mid_epoch(stopped.state, stopped.step, stopped.losses)
+            checkpoint.wait(manager)
+            raise TrainingInterrupted(
+                f"stopped by {signal_name(stop.signum)} at step {stopped.step} (epoch {epoch + 1}, batch "
+                f"{stopped.step - epoch * steps_per_epoch} of {steps_per_epoch}); saved "
+                f"{manager.directory / str(stopped.step)}: run the same command to resume", stop.signum) from None
         finally:
             bar.close()
             batches.close()
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        probs = inference.predict_probs(predict_step, variables, mesh, config, val_source, desc="validate")
+        probs = inference.predict_probs(loop.predict_step, variables, loop.mesh, config, loop.val_source,
+                                        desc="validate")
         record = {"epoch": epoch + 1, "step": int(state.step), "cycle_end": int(state.step) in cycle_end_steps,
-                  "lr": float(schedule(int(state.step) - 1)),
+                  "lr": float(loop.schedule(int(state.step) - 1)),
                   "train_loss": train_loss, "epoch_seconds": round(time.time() - start, 2),
-                  **inference.score(val_source.labels, probs, config.eval.threshold)}
+                  **inference.score(loop.val_source.labels, probs, config.eval.threshold)}
         with open(workdir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  val_loss {record['val_loss']:.4f}  "
               f"val_macro_f1 {record['val_macro_f1']:.4f}")
         checkpoint.save(manager, int(state.step), state, {checkpoint.BEST_METRIC: record["val_macro_f1"]})
-    manager.wait_until_finished()
-    if record:
-        plots.plot_training_curves(workdir / "metrics.jsonl", workdir / "training_curves.png")
+        if stop.signum is not None and epoch + 1 < config.train.num_epochs:
+            checkpoint.wait(manager)
+            raise TrainingInterrupted(f"stopped by {signal_name(stop.signum)} at the end of epoch {epoch + 1} (step "
+                                      f"{int(state.step)}); saved {manager.directory / str(int(state.step))}: run the "
+                                      f"same command to resume", stop.signum)
+    checkpoint.wait(manager)
+    return record
 
-    baseline = postprocess.label_prior_baseline(dataset.train_labels[train_idx], val_source.labels, seed=config.seed)
-    if record:
-        print(f"validation macro-F1 at threshold {config.eval.threshold}: {record['val_macro_f1']:.4f}  "
-              f"(label-prior baseline {baseline:.4f})")
-    return {**record, "label_prior_macro_f1": baseline}
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def last_good(manager) -> str:
+    """Where a diverged run can go back to (the newest complete save)."""
+    checkpoint.wait(manager)
+    step = manager.latest_step()
+    if step is None:
+        return f"and no checkpoint was written yet in {manager.directory}"
+    return f"the last good checkpoint is step {step} in {manager.directory / str(step)}"

@@ -22,7 +22,7 @@ from absl import app, flags
 
 from hpa_jax.data import kaggle, sources
 from hpa_jax.data.kaggle import Problem
-from hpa_jax.errors import DataError, UserError
+from hpa_jax.errors import DataError, one_line_errors
 
 PROG = "hpa_jax.data.check"
 MISSING_FOLDER = "missing image folder"
@@ -142,11 +142,9 @@ def format_report(result: CheckResult, max_examples: int = 5) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
+    with one_line_errors(PROG):
         result = check_dataset(FLAGS.data_dir, csv=FLAGS.csv, subdir=FLAGS.subdir, fmt=FLAGS.format,
                                num_threads=FLAGS.num_threads)
-    except UserError as e:
-        sys.exit(f"{PROG}: error: {e}")
     print(format_report(result, FLAGS.max_examples), flush=True)
     sys.exit(1 if result.problems else 0)
 

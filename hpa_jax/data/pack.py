@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from hpa_jax.data import kaggle, sources
-from hpa_jax.errors import DataError, UserError
+from hpa_jax.errors import DataError, file_errors, one_line_errors
 
 PROG = "hpa_jax.data.pack"
 IMAGES = "images.u8"
@@ -137,7 +137,8 @@ def read_meta(store) -> dict:
     if missing:
         raise DataError(f"{store}: not a packed store (missing {', '.join(missing)}; write one with "
                         f"python -m {PROG})")
-    return json.loads((store / META).read_text())
+    with file_errors(store / META):
+        return json.loads((store / META).read_text())
 
 
 def define_flags() -> None:
@@ -167,13 +168,11 @@ def main(argv):
     f = flags.FLAGS
     data_dir = pathlib.Path(f.data_dir).expanduser()
     folder = data_dir / f.subdir
-    try:
+    with one_line_errors(PROG), file_errors(f.out, "writing the store", kinds=(OSError,)):   # disk full
         ids = read_ids(data_dir, f.csv, folder, f.format)
         out = pack_folder(folder, ids, f.out, fmt=f.format, size=f.size, yellow=f.yellow, resample=f.resample,
                           depth16=f.depth16, num_threads=f.num_threads, overwrite=f.overwrite,
                           command=" ".join(["python -m", PROG, *sys.argv[1:]]))
-    except UserError as e:
-        sys.exit(f"{PROG}: error: {e}")
     meta = read_meta(out)
     print(f"packed {meta['count']} images of {meta['size']}x{meta['size']}x4 from {folder} -> {out} "
           f"({(out / IMAGES).stat().st_size / 2**20:.1f} MiB)", flush=True)

@@ -7,6 +7,7 @@ GPU first at 512-1024 px with four channels.
 import dataclasses
 import functools
 import pathlib
+import signal
 from typing import Iterator
 
 import grain
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpa_jax.data.sources import read_sample
-from hpa_jax.errors import ConfigError, DataError
+from hpa_jax.errors import ConfigError, DataError, file_errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,8 @@ class PackedSource:
                               f"repack with --size={image_size} or set data.image_size=0")
         import pandas as pd  # noqa: PLC0415
 
-        index = pd.read_csv(self.store / pack.INDEX, dtype=str, keep_default_na=False)["Id"]
+        with file_errors(self.store / pack.INDEX):
+            index = pd.read_csv(self.store / pack.INDEX, dtype=str, keep_default_na=False)["Id"]
         rows = pd.Index(index).get_indexer(pd.Index(self.ids.astype(str)))
         if (rows < 0).any():
             missing = self.ids[rows < 0]
@@ -83,6 +85,7 @@ class PackedSource:
         self.image_size = int(self.meta["size"])
         self.images_file = self.store / pack.IMAGES
         self._images = None
+        self.images    # a truncated or foreign images file fails here, named, not in a reader thread
 
     @classmethod
     def from_config(cls, data_config, store, ids, labels) -> "PackedSource":
@@ -92,7 +95,8 @@ class PackedSource:
     def images(self) -> np.ndarray:
         """The store's (N, S, S, 4) uint8 array, memory-mapped read-only."""
         if self._images is None:
-            self._images = np.load(self.images_file, mmap_mode="r")
+            with file_errors(self.images_file):
+                self._images = np.load(self.images_file, mmap_mode="r")
         return self._images
 
     def __getstate__(self):
@@ -159,8 +163,18 @@ def train_batches(source: ImageSource | PackedSource, *, batch_size: int, crop_s
     if num_workers > 0:
         _let_grain_read_flags()
         per_worker = max(1, -(-prefetch // num_workers))   # about `prefetch` batches ready in all
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=per_worker))
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=per_worker),
+                            worker_init_fn=_leave_signals_to_the_trainer)
     return iter(ds)
+
+
+def _leave_signals_to_the_trainer(worker_index: int, worker_count: int) -> None:
+    """In each reader process: a Ctrl-C (sent to the whole process group) or a SIGTERM sent to all
+    of a job's processes must not kill the readers while training finishes its step and saves the
+    data position; the training process stops them (`close()`) itself."""
+    del worker_index, worker_count
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def eval_batches(source: ImageSource, *, batch_size: int, num_threads: int = 8,

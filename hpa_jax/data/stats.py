@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags
 
 from hpa_jax.data import sources
-from hpa_jax.errors import DataError, UserError
+from hpa_jax.errors import DataError, one_line_errors
 
 PROG = "hpa_jax.data.stats"
 
@@ -135,12 +135,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     folder = pathlib.Path(FLAGS.data_dir).expanduser() / FLAGS.subdir
-    try:
+    with one_line_errors(PROG):
         stats = folder_stats(folder, fmt=FLAGS.format, limit=FLAGS.limit, size=FLAGS.size, yellow=FLAGS.yellow,
                              num_threads=FLAGS.num_threads)
         mean, std = stats.mean_std()
-    except UserError as e:
-        sys.exit(f"{PROG}: error: {e}")
     print(f"# {stats.num_images} images in {folder} ({FLAGS.format}), {stats.num_pixels} pixels per channel, "
           f"R,G,B,Y scaled to [0, 1]")
     print(config_lines(mean, std), flush=True)

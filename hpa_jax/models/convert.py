@@ -28,8 +28,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from hpa_jax.errors import CheckpointError, ConfigError, UserError
+from hpa_jax.errors import CheckpointError, ConfigError, UserError, file_errors
 from hpa_jax.models import FAMILY_OF, TRACE_SIZE, create_model
+
+PROG = "hpa_jax.models.convert"
 
 STEM_RULES = ("red", "mean")
 _LEAF = {"running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var"),
@@ -176,8 +178,9 @@ def save_pretrained(out, variables: dict, metadata: dict) -> pathlib.Path:
     if out.exists():
         raise UserError(f"{out}: already exists; choose another --out or remove it")
     checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-    checkpointer.save(out, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables),
-                                                   metadata=ocp.args.JsonSave(metadata)))
+    with file_errors(out, "writing the converted weights", CheckpointError):
+        checkpointer.save(out, args=ocp.args.Composite(variables=ocp.args.StandardSave(variables),
+                                                       metadata=ocp.args.JsonSave(metadata)))
     return out
 
 
@@ -188,8 +191,9 @@ def load_pretrained(directory) -> tuple[dict, dict]:
         raise CheckpointError(f"{directory}: not a converted checkpoint (no variables/ inside); "
                               "make one with `python -m hpa_jax.models.convert`")
     checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-    restored = checkpointer.restore(directory, args=ocp.args.Composite(
-        variables=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore()))
+    with file_errors(directory, "reading the converted weights", CheckpointError):
+        restored = checkpointer.restore(directory, args=ocp.args.Composite(
+            variables=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore()))
     return jax.tree.map(np.asarray, dict(restored["variables"])), dict(restored["metadata"])
 
 
@@ -225,7 +229,7 @@ def apply_pretrained(variables: dict, directory, name: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpa_jax.models.convert", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="timm name, e.g. resnet50, seresnext50_32x4d")
     parser.add_argument("--src", required=True, help="timm/torchvision checkpoint: .safetensors, .pth, .pt or .bin")
     parser.add_argument("--out", required=True, help="new folder for the Flax variables (orbax)")
@@ -242,7 +246,7 @@ def main(argv=None) -> int:
             "model": args.model, "source": str(pathlib.Path(args.src).absolute()), "stem_rule": args.stem_rule,
             "include_head": not args.no_head, "tensors": len(jax.tree.leaves(variables)), "values": count})
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {out}: {len(jax.tree.leaves(variables))} tensors, {count:,} values"
           f"{'' if not args.no_head else ' (classifier left out)'}")

@@ -84,7 +84,7 @@ def test_unreadable_files_are_one_line_errors(tmp_path, capsys):
     assert convert.main(["--model", NAME, "--src", str(tmp_path / "broken.safetensors"),
                          "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "broken.safetensors" in err and "\n" not in err
+    assert err.startswith("hpa_jax.models.convert: error: ") and "broken.safetensors" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
 
 
