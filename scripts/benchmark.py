@@ -16,7 +16,6 @@ import time
 
 from bench_util import REPO, _read, machine, merge_rows, section_body, table_rows, timed, when
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import benchmark_models  # noqa: E402
