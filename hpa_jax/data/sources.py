@@ -21,7 +21,7 @@ Rules (the same in training, `python -m hpa_jax.data.check` and `python -m hpa_j
   matching colour is taken: red -> R of the red file, green -> G of the green file, blue -> B of
   the blue file. The yellow file is yellow (R ~ G, B ~ 0); `yellow="mean_rg"` (default) takes
   floor((R + G) / 2), `"red"` or `"green"` take that one plane. With `resample="bilinear"` and
-  size 512 this reproduces the 512 PNGs that HPAv18 users converted (and /work/shared/data's
+  size 512 this reproduces the 512 PNGs that HPAv18 users converted (and ../shared/data's
   `hpav18_sample/train`) exactly. A grayscale (mode L) JPEG is taken as is.
 """
 
