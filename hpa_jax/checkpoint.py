@@ -241,31 +241,32 @@ def restore_readable(manager: ocp.CheckpointManager, which, target, *, with_prog
     directory = pathlib.Path(manager.directory)
 
     def read(step):
+        """((state, progress), None), or (None, why the step is unreadable); bugs are raised."""
         metadata = directory / str(step) / STATE_ITEM / "_METADATA"
-        if not metadata.is_file():   # orbax would go on without it and fail on the tree's structure
-            raise FileNotFoundError(f"{metadata.relative_to(directory)} is missing")
-        state = restore(manager, step, target)
-        return state, restore_progress(manager, step) if with_progress else None
+        try:
+            if not metadata.is_file():   # orbax would go on without it and fail on the tree's structure
+                raise FileNotFoundError(f"{metadata.relative_to(directory)} is missing")
+            state = restore(manager, step, target)
+            return (state, restore_progress(manager, step) if with_progress else None), None
+        except Exception as e:
+            if is_bug(e):
+                raise
+            return None, first_line(e)
 
     if which not in ("best", "latest"):
         step = resolve_step(manager, which)
-        try:
-            return step, *read(step)
-        except Exception as e:
-            if is_bug(e):
-                raise
-            raise CheckpointError(f"{directory / str(step)}: checkpoint step {step} is unreadable: "
-                                  f"{first_line(e)}") from None
+        restored, reason = read(step)
+        if restored is None:
+            raise CheckpointError(f"{directory / str(step)}: checkpoint step {step} is unreadable: {reason}")
+        return step, *restored
     resolve_step(manager, which)     # no checkpoint at all: the usual one-line error
     failed = []
     for step in candidates(manager, which):
-        try:
-            state, progress = read(step)
-        except Exception as e:
-            if is_bug(e):
-                raise
-            failed.append((step, first_line(e)))
+        restored, reason = read(step)
+        if restored is None:
+            failed.append((step, reason))
             continue
+        state, progress = restored
         for bad, reason in failed:
             moved = set_aside(directory, bad)
             warn(f"checkpoint step {bad} in {directory / str(bad)} is unreadable ({reason}); moved it to "
