@@ -5,7 +5,7 @@ its validation metrics; plus, with `checkpoint.every_steps`, the latest mid-epoc
 A checkpoint's items: `default`, the train state (the name an unnamed single-item orbax
 checkpoint uses, so checkpoints written before there were other items restore the same way), and
 for mid-epoch checkpoints `progress`, a JSON record of where in the epoch it was taken (epoch,
-batches done, the grain iterator's state, the epoch's losses so far). Epoch-end checkpoints have
+global batches done, the process count, the epoch's losses so far). Epoch-end checkpoints have
 no `progress`: the next epoch starts from its beginning, which is a pure function of (seed, epoch).
 
 What survives what: orbax writes a step under a temporary name (`{step}.orbax-checkpoint-tmp*`)
@@ -29,6 +29,7 @@ import sys
 import jax
 import orbax.checkpoint as ocp
 
+from hpa_jax import distributed
 from hpa_jax.errors import CheckpointError, ConfigError, first_line, is_bug
 
 BEST_METRIC = "val_macro_f1"
@@ -113,7 +114,14 @@ def set_aside(directory: pathlib.Path, step: int) -> pathlib.Path:
 def _set_aside_unreadable_metrics(directory: pathlib.Path) -> None:
     """orbax reads every step's `metrics` when a manager starts and fails on one it cannot parse;
     such a step goes aside first (even if no other turns out readable: with it in place orbax
-    could not list the others), so that the others stay usable."""
+    could not list the others), so that the others stay usable. The primary process decides and
+    moves; the others wait for it, so that all then list the same steps."""
+    if distributed.is_primary():
+        _move_unreadable_metrics(directory)
+    distributed.barrier("checkpoint: unreadable metrics moved")
+
+
+def _move_unreadable_metrics(directory: pathlib.Path) -> None:
     for folder in sorted(directory.iterdir()) if directory.is_dir() else ():
         metrics = folder / "metrics" / "metrics"
         if not folder.name.isdigit() or not metrics.is_file():
@@ -267,11 +275,14 @@ def restore_readable(manager: ocp.CheckpointManager, which, target, *, with_prog
             failed.append((step, reason))
             continue
         state, progress = restored
+        if failed:    # every process read the same files and failed on the same steps
+            distributed.barrier("checkpoint: unreadable steps found")
         for bad, reason in failed:
             moved = set_aside(directory, bad)
             warn(f"checkpoint step {bad} in {directory / str(bad)} is unreadable ({reason}); moved it to "
                  f"{moved.name}, using step {step}")
         if failed:
+            distributed.barrier("checkpoint: unreadable steps moved")
             manager.reload()
         return step, state, progress
     listing = "; ".join(f"step {step}: {reason}" for step, reason in failed)

@@ -9,7 +9,7 @@ import pathlib
 
 import numpy as np
 
-from hpa_jax import inference, outputs, postprocess, report, train
+from hpa_jax import distributed, inference, outputs, postprocess, report, train
 from hpa_jax.data.datasets import load_dataset
 
 
@@ -49,7 +49,7 @@ def cross_validate(config, workdir) -> dict:
     and writes `report.md`, `thresholds.json` and a fold-averaged `submission.csv`."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(config)
+    dataset = distributed.primary_first(load_dataset, config)
     num_folds, method = config.data.num_folds, config.eval.threshold_method
     oof = np.zeros(dataset.train_labels.shape, np.float32)
     test_probs = []

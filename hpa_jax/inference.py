@@ -11,13 +11,13 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from hpa_jax import checkpoint, optim, outputs, postprocess, report, sharding
+from hpa_jax import checkpoint, distributed, optim, outputs, postprocess, report, sharding
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.errors import ConfigError, DataError, file_errors
 from hpa_jax.models import TRACE_SIZE, create_model_from_config, encoder_module_sort_key
-from hpa_jax.models.resnet import MESH_AXIS
+from hpa_jax.sharding import MESH_AXIS
 from hpa_jax.state import create_train_state
 
 
@@ -30,7 +30,8 @@ def d4_transform(images: jnp.ndarray, k: int) -> jnp.ndarray:
 
 def make_predict_step(model, config, mesh):
     """jit(shard_map(forward)) in inference mode: (variables, uint8 images) -> float32
-    probabilities, averaged over the test-time augmentations `eval.tta` (D4 indices 0..7)."""
+    probabilities, averaged over the test-time augmentations `eval.tta` (D4 indices 0..7),
+    gathered from all devices and replicated, so that every process holds the whole batch's."""
     mean, std = tuple(config.data.mean), tuple(config.data.std)
     transforms = tuple(int(k) for k in config.eval.tta)
     if not transforms or any(not 0 <= k < 8 for k in transforms):
@@ -40,23 +41,27 @@ def make_predict_step(model, config, mesh):
     def forward(variables, images):
         x = pipeline.normalize(images, mean, std)
         probs = [jax.nn.sigmoid(model.apply(variables, d4_transform(x, k), train=False)) for k in transforms]
-        return sum(probs) / len(probs)
+        return jax.lax.all_gather(sum(probs) / len(probs), MESH_AXIS, tiled=True)
 
-    return jax.jit(jax.shard_map(forward, mesh=mesh, in_specs=(P(), P(MESH_AXIS)), out_specs=P(MESH_AXIS),
+    return jax.jit(jax.shard_map(forward, mesh=mesh, in_specs=(P(), P(MESH_AXIS)), out_specs=P(),
                                  check_vma=False))
 
 
 def predict_probs(step, variables, mesh, config, source: pipeline.ImageSource, *, desc: str) -> np.ndarray:
-    """Probabilities (N, C) for every image of `source`, in order, with a progress bar; `step` is
-    `make_predict_step(...)`, built once per run so that it compiles once."""
+    """Probabilities (N, C) for every image of `source`, in order, on every process (each reads
+    its share of every batch); `step` is `make_predict_step(...)`, built once per run so that it
+    compiles once."""
     batch_size = config.eval.batch_size
     out = []
-    batches = pipeline.eval_batches(source, batch_size=batch_size // jax.process_count(),
-                                    num_threads=config.data.num_threads, prefetch=config.data.prefetch)
+    batches = pipeline.eval_batches(source, batch_size=batch_size, num_threads=config.data.num_threads,
+                                    prefetch=config.data.prefetch, process_index=jax.process_index(),
+                                    process_count=jax.process_count())
     total = -(-len(source) // batch_size)
-    for batch in tqdm(batches, total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False):
-        probs = step(variables, sharding.put_batch(mesh, batch["image"]))
-        out.append(np.asarray(jax.device_get(probs))[batch["mask"]])
+    bar = tqdm(batches, total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False,
+               disable=not distributed.is_primary())
+    for b, batch in enumerate(bar):
+        probs = sharding.replicated_to_host(step(variables, sharding.put_batch(mesh, batch["image"])))
+        out.append(probs[b * batch_size + np.arange(batch_size) < len(source)])
     return np.concatenate(out) if out else np.zeros((0, config.num_classes), np.float32)
 
 
@@ -113,7 +118,7 @@ def evaluate(config, workdir) -> dict:
     workdir = pathlib.Path(workdir)
     config = training_config(config, workdir)
     model, mesh, variables, step = restore_variables(config, workdir, config.eval.checkpoint)
-    dataset = load_dataset(config)
+    dataset = distributed.primary_first(load_dataset, config)
     train_idx, val_idx = dataset.split(config.data.fold)
     source = dataset.train_source(val_idx, config.data)
     probs = predict_probs(make_predict_step(model, config, mesh), variables, mesh, config, source, desc="evaluate")
@@ -141,7 +146,7 @@ def predict(config, workdir) -> pathlib.Path:
     workdir = pathlib.Path(workdir)
     config = training_config(config, workdir)
     model, mesh, variables, step = restore_variables(config, workdir, config.eval.checkpoint)
-    dataset = load_dataset(config)
+    dataset = distributed.primary_first(load_dataset, config)
     if not len(dataset.test_ids):
         raise DataError(f"{dataset.root / 'sample_submission.csv'}: missing or empty; it lists the test Ids")
     source = dataset.test_source(config.data)

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from hpa_jax import optim, sharding
+from hpa_jax import distributed, optim, sharding
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.models import create_model_from_config, encoder_module_sort_key
@@ -53,7 +53,7 @@ def lr_find(config, workdir) -> dict:
     f = config.lr_find
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(config)
+    dataset = distributed.primary_first(load_dataset, config)
     train_idx, _ = dataset.split(config.data.fold)
     mesh = sharding.make_mesh()
     sharding.check_divisible(config.train.batch_size, mesh, "train.batch_size")
@@ -68,22 +68,23 @@ def lr_find(config, workdir) -> dict:
     state = jax.device_put(state, sharding.replicated(mesh))
     train_step = make_train_step(config, mesh, class_weights_for(config, dataset.train_labels[train_idx]))
     source = dataset.train_source(train_idx, config.data)
-    local_batch = config.train.batch_size // jax.process_count()
 
     def endless_batches():
         for epoch in itertools.count():
-            yield from pipeline.train_batches(source, batch_size=local_batch, crop_size=config.data.crop_size,
-                                              seed=config.seed, epoch=epoch, num_threads=config.data.num_threads,
-                                              prefetch=config.data.prefetch, num_workers=config.data.num_workers)
+            yield from pipeline.train_batches(source, batch_size=config.train.batch_size,
+                                              crop_size=config.data.crop_size, seed=config.seed, epoch=epoch,
+                                              num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+                                              num_workers=config.data.num_workers,
+                                              process_index=jax.process_index(), process_count=jax.process_count())
 
     rows, best, smoother = [], np.inf, SmoothedLoss(f.smoothing)
     dropout_rng = jax.random.key(config.seed + 1)
     bar = tqdm(zip(range(f.num_steps), endless_batches()), total=f.num_steps, desc="lr_find", unit="batch",
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=not distributed.is_primary())
     for step, batch in bar:
         images, labels = sharding.put_batch(mesh, (batch["image"], batch["labels"]))
         state, metrics = train_step(state, images, labels, jax.random.fold_in(dropout_rng, step))
-        loss = float(metrics["loss"])
+        loss = float(sharding.replicated_to_host(metrics["loss"]))
         smoothed = smoother.update(loss)
         rows.append((step, float(schedule(step)), loss, smoothed))
         bar.set_postfix(lr=f"{rows[-1][1]:.2e}", loss=f"{smoothed:.4f}")
@@ -94,11 +95,12 @@ def lr_find(config, workdir) -> dict:
     lrs, smoothed = np.array([r[1] for r in rows]), np.array([r[3] for r in rows])
     finite = np.isfinite(smoothed)
     suggestion = suggest_lr(lrs[finite], smoothed[finite])
-    with open(workdir / "lr_find.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["step", "lr", "loss", "smoothed_loss"])
-        writer.writerows(rows)
-    plot_lr_find(lrs, smoothed, suggestion, workdir / "lr_find.png")
+    if distributed.is_primary():
+        with open(workdir / "lr_find.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["step", "lr", "loss", "smoothed_loss"])
+            writer.writerows(rows)
+        plot_lr_find(lrs, smoothed, suggestion, workdir / "lr_find.png")
     print(f"lr_find: {len(rows)} steps from lr {lrs[0]:.1e} to {lrs[-1]:.1e}; the smoothed loss still falls up to "
           f"lr {suggestion:.2e} (suggested) -> {workdir / 'lr_find.png'}")
     return {"suggested_lr": suggestion, "num_steps": len(rows)}

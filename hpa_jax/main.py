@@ -16,6 +16,16 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and predictions.")
 flags.DEFINE_list("mode", ["train"], f"One or more of {', '.join(MODES)}, comma-separated, run in order.")
+flags.DEFINE_enum("distributed", "", ["", "off", "auto"],
+                  "Multi-process runtime (jax.distributed): '' starts it when --coordinator_address (or "
+                  "JAX_COORDINATOR_ADDRESS) is given; 'auto' takes the processes from the cluster (Slurm, Open MPI, "
+                  "Kubernetes); 'off' never starts it.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator (all processes give the same).")
+flags.DEFINE_integer("num_processes", None, "How many processes take part (JAX_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 to num_processes - 1 (JAX_PROCESS_ID).")
+flags.DEFINE_integer("initialization_timeout", 300, "Seconds to wait for every process to reach the coordinator.")
+flags.DEFINE_integer("heartbeat_timeout", 60, "Seconds without a heartbeat after which a process counts as dead "
+                     "and the others stop with an error.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -27,7 +37,7 @@ def main(argv):
         raise app.UsageError(f"unknown --mode {','.join(unknown)}; expected {', '.join(MODES)}")
     import jax  # after flag parsing: importing jax is slow
 
-    from hpa_jax import cv, inference, lr_finder, train
+    from hpa_jax import cv, distributed, inference, lr_finder, train
     from hpa_jax.data.datasets import default_cache_dir
 
     if not FLAGS["verbosity"].present:
@@ -40,11 +50,18 @@ def main(argv):
         # nothing here, and XLA compiles a model's initialisers about 4x faster without it.
         jax.config.update("jax_threefry_partitionable", False)
 
+    with one_line_errors("hpa_jax"):
+        distributed.initialize(FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                               initialization_timeout=FLAGS.initialization_timeout,
+                               heartbeat_timeout=FLAGS.heartbeat_timeout)
     run = {"train": train.train_and_evaluate, "evaluate": inference.evaluate, "predict": inference.predict,
            "lr_find": lr_finder.lr_find, "cv": cv.cross_validate}
-    with one_line_errors("hpa_jax"):
+    with distributed.exit_promptly(), one_line_errors(f"hpa_jax{distributed.label()}"), distributed.lost_peers(), \
+            distributed.quiet_unless_primary():
         for mode in FLAGS.mode:
             run[mode](FLAGS.config, FLAGS.workdir)
+            distributed.barrier(f"after {mode}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,19 @@
 """Files a run leaves for people and later steps, each written under a temporary name and
-renamed into place: a killed run never leaves a truncated file that looks complete."""
+renamed into place: a killed run never leaves a truncated file that looks complete. With several
+processes only the primary writes them (the others return the path it writes)."""
 
 import json
 import pathlib
 
 import numpy as np
 
+from hpa_jax.distributed import is_primary
+
 
 def write_text(path, text: str) -> pathlib.Path:
     path = pathlib.Path(path)
+    if not is_primary():
+        return path
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -22,6 +27,8 @@ def write_json(path, obj) -> pathlib.Path:
 def save_probs(path, ids, probs) -> pathlib.Path:
     """A prediction file as `hpa_jax.ensemble` reads it: `ids` (str) and `probs` (N, C) float32."""
     path = pathlib.Path(path)
+    if not is_primary():
+        return path
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, ids=np.asarray(ids, str), probs=np.asarray(probs, np.float32))
     tmp.replace(path)

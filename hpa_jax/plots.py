@@ -5,12 +5,17 @@ import pathlib
 
 import matplotlib
 
+from hpa_jax.distributed import is_primary
+
 matplotlib.use("Agg")  # files only; no display on a training box
 import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_training_curves(metrics_path, out_path) -> pathlib.Path:
-    """Loss (train and validation) and validation macro-F1 per epoch, side by side."""
+    """Loss (train and validation) and validation macro-F1 per epoch, side by side (drawn by the
+    primary process only)."""
+    if not is_primary():
+        return pathlib.Path(out_path)
     records = [json.loads(line) for line in pathlib.Path(metrics_path).read_text().splitlines() if line]
     epochs = [r["epoch"] for r in records]
     fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(10, 3.8))

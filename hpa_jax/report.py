@@ -7,6 +7,7 @@ import matplotlib
 import numpy as np
 
 from hpa_jax import outputs, postprocess
+from hpa_jax.distributed import is_primary
 from hpa_jax.classes import CLASS_NAMES
 
 matplotlib.use("Agg")
@@ -45,8 +46,11 @@ def write_report(out_dir, *, title: str, labels, probs, thresholds, fit_note: st
 
     `summary_rows` are extra (name, value) lines for the summary table; `fold_rows` are
     per-fold dicts (fold, images, f1_at_0.5, in_sample, cross_fitted) for cross-validation.
+    Only the primary process writes.
     """
     out_dir = pathlib.Path(out_dir)
+    if not is_primary():
+        return out_dir / "report.md"
     labels = np.asarray(labels)
     default = postprocess.per_class_scores(labels, probs > 0.5)
     fitted = postprocess.per_class_scores(labels, postprocess.apply_thresholds(probs, thresholds))

@@ -20,13 +20,14 @@ import optax
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from hpa_jax import checkpoint, inference, losses, optim, outputs, plots, postprocess, preemption, sharding
+from hpa_jax import (checkpoint, distributed, inference, losses, optim, outputs, plots, postprocess, preemption,
+                     sharding)
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import oversample, pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from hpa_jax.models import create_model_from_config, encoder_module_sort_key
-from hpa_jax.models.resnet import MESH_AXIS
+from hpa_jax.sharding import MESH_AXIS
 from hpa_jax.state import TrainState, create_train_state
 
 
@@ -94,11 +95,12 @@ def make_train_step(config, mesh, class_weights=None):
     """
     mean, std, loss_config = tuple(config.data.mean), tuple(config.data.std), config.loss
     accumulation = config.train.get("accumulation_steps", 1)
+    reduction = sharding.check_reduction(config.train.get("reduction", "ordered"))
     if config.train.batch_size % mesh.size == 0:   # otherwise train_and_evaluate's check_divisible reports it
         accumulation = check_accumulation_steps(config.train.batch_size // mesh.size, accumulation)
 
     def finish(state: TrainState, grads, loss, batch_stats, selected):
-        grads, loss = jax.lax.psum((grads, loss), MESH_AXIS)
+        grads, loss = sharding.ordered_sum((grads, loss), MESH_AXIS, reduction)
         grad_norm = optax.tree.norm(grads)
         # A non-finite step leaves the state as it was, so what the loop stops with (and never
         # saves) is still the last good state; the host reads `finite` and stops the run.
@@ -189,7 +191,7 @@ def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, sched
     pending, losses_seen = [], [float(loss) for loss in losses_before]
 
     def check():
-        host = jax.device_get(pending)
+        host = jax.tree.map(sharding.replicated_to_host, pending)
         for s, metrics in host:
             if not metrics["finite"]:
                 raise TrainingDiverged(f"non-finite loss or gradient at step {s + 1} (loss {metrics['loss']}, "
@@ -230,26 +232,23 @@ def oversampled_rows(config, labels: np.ndarray, train_idx: np.ndarray) -> np.nd
 
 def check_progress(progress: dict | None, step: int, steps_per_epoch: int) -> None:
     """A mid-epoch checkpoint's record must place its step where the current config does; with
-    another batch size or training set, its iterator state would point at other batches."""
+    another batch size or training set, its batch position would point at other batches."""
     if progress is not None and progress["epoch"] * steps_per_epoch + progress["batches_done"] != step:
         raise ConfigError(f"the checkpoint at step {step} was taken {progress['batches_done']} batches into epoch "
                           f"{progress['epoch'] + 1}, which does not fit {steps_per_epoch} steps per epoch: resume with "
                           f"the data and batch settings it was trained with")
 
 
-def open_epoch_batches(config, source, local_batch: int, epoch: int, progress: dict | None):
-    """(the epoch's batch iterator, its worker count), moved to where `progress` left it when the
-    epoch resumes from a mid-epoch checkpoint. grain's iterator state is tied to the worker count,
-    so a resumed epoch is finished with the count it was saved with."""
-    num_workers = config.data.num_workers if progress is None else progress["num_workers"]
-    if num_workers != config.data.num_workers:
-        print(f"finishing epoch {epoch + 1} with data.num_workers={num_workers}, as its checkpoint was saved with")
-    batches = pipeline.train_batches(source, batch_size=local_batch, crop_size=config.data.crop_size, seed=config.seed,
-                                     epoch=epoch, num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-                                     num_workers=num_workers)
-    if progress is not None:
-        batches.set_state(progress["iterator"])
-    return batches, num_workers
+def open_epoch_batches(config, source, epoch: int, progress: dict | None):
+    """This process's share of the epoch's batches, from where `progress` left it when the epoch
+    resumes from a mid-epoch checkpoint. The global order is a pure function of (seed, epoch), so
+    the global batch count done is all a resume needs: the same with another number of processes
+    or reader workers than the checkpoint was saved with."""
+    return pipeline.train_batches(source, batch_size=config.train.batch_size, crop_size=config.data.crop_size,
+                                  seed=config.seed, epoch=epoch, num_threads=config.data.num_threads,
+                                  prefetch=config.data.prefetch, num_workers=config.data.num_workers,
+                                  start_batch=progress["batches_done"] if progress else 0,
+                                  process_index=jax.process_index(), process_count=jax.process_count())
 
 
 def keep_metrics_up_to(path: pathlib.Path, step: int) -> None:
@@ -278,7 +277,7 @@ def train_and_evaluate(config, workdir) -> dict:
     (`TrainingInterrupted`); an epoch's last step finishes its validation and checkpoint first."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    dataset = load_dataset(config)
+    dataset = distributed.primary_first(load_dataset, config)
     train_idx, val_idx = dataset.split(config.data.fold)
     outputs.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
     outputs.write_text(workdir / "folds.csv",
@@ -287,7 +286,6 @@ def train_and_evaluate(config, workdir) -> dict:
     mesh = sharding.make_mesh()
     sharding.check_divisible(config.train.batch_size, mesh, "train.batch_size")
     sharding.check_divisible(config.eval.batch_size, mesh, "eval.batch_size")
-    local_batch = config.train.batch_size // jax.process_count()
     train_rows = oversampled_rows(config, dataset.train_labels, train_idx)
     steps_per_epoch = pipeline.steps_per_epoch(len(train_rows), config.train.batch_size)
     if steps_per_epoch == 0:
@@ -322,7 +320,7 @@ def train_and_evaluate(config, workdir) -> dict:
     if every_steps < 0:
         raise ConfigError(f"checkpoint.every_steps must be 0 (epoch ends only) or a number of steps, got {every_steps}")
     loop = Loop(train_step=train_step, predict_step=predict_step, mesh=mesh, dropout_rng=dropout_rng,
-                schedule=schedule, train_source=train_source, val_source=val_source, local_batch=local_batch,
+                schedule=schedule, train_source=train_source, val_source=val_source,
                 steps_per_epoch=steps_per_epoch, cycle_end_steps=tuple(cycle_end_steps), every_steps=every_steps)
     with preemption.StopOnSignal(manager.reached_preemption) as stop:
         record = run_epochs(config, workdir, loop, state, progress, manager, stop)
@@ -346,7 +344,6 @@ class Loop:
     schedule: Any
     train_source: Any
     val_source: Any
-    local_batch: int
     steps_per_epoch: int
     cycle_end_steps: tuple
     every_steps: int
@@ -361,16 +358,17 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop) -> d
     for epoch in range(int(state.step) // steps_per_epoch, config.train.num_epochs):
         start = time.time()
         resumed = progress if progress is not None and progress["epoch"] == epoch else None
-        batches, num_workers = open_epoch_batches(config, loop.train_source, loop.local_batch, epoch, resumed)
+        batches = open_epoch_batches(config, loop.train_source, epoch, resumed)
         bar = tqdm(batches, total=steps_per_epoch, initial=resumed["batches_done"] if resumed else 0,
-                   desc=f"epoch {epoch + 1}/{config.train.num_epochs}", unit="batch", dynamic_ncols=True)
+                   desc=f"epoch {epoch + 1}/{config.train.num_epochs}", unit="batch", dynamic_ncols=True,
+                   disable=not distributed.is_primary())
 
-        def save_mid_epoch(state, step, losses, epoch=epoch, batches=batches, num_workers=num_workers):
+        def save_mid_epoch(state, step, losses, epoch=epoch):
             if step % steps_per_epoch == 0:
                 return    # the epoch end: its checkpoint, with validation metrics, follows
             checkpoint.save(manager, step, state, None, progress={
-                "epoch": epoch, "batches_done": step - epoch * steps_per_epoch, "num_workers": num_workers,
-                "iterator": batches.get_state(), "train_losses": losses})
+                "epoch": epoch, "batches_done": step - epoch * steps_per_epoch, "process_count": jax.process_count(),
+                "train_losses": losses})
 
         def should_stop(step):   # an epoch's last step stops after its validation and checkpoint
             return stop.should_stop(step) and step % steps_per_epoch != 0
@@ -400,8 +398,9 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop) -> d
                   "lr": float(loop.schedule(int(state.step) - 1)),
                   "train_loss": train_loss, "epoch_seconds": round(time.time() - start, 2),
                   **inference.score(loop.val_source.labels, probs, config.eval.threshold)}
-        with open(workdir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if distributed.is_primary():
+            with open(workdir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
         print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  val_loss {record['val_loss']:.4f}  "
               f"val_macro_f1 {record['val_macro_f1']:.4f}")
         checkpoint.save(manager, int(state.step), state, {checkpoint.BEST_METRIC: record["val_macro_f1"]})

@@ -1,6 +1,6 @@
-"""Worker processes do not change the batches, and a run interrupted mid-epoch continues from the
-grain iterator's saved state: the same batches, the same final params and metrics as a run that
-was never interrupted."""
+"""Worker processes and process counts do not change the batches, and a run interrupted mid-epoch
+continues from the global batch it stopped at: the same batches, the same final params and
+metrics as a run that was never interrupted."""
 
 import json
 import shutil
@@ -25,9 +25,9 @@ def packed_source(tmp_path_factory):
     return pipeline.PackedSource(store, frame["Id"], labels)
 
 
-def epoch_batches(source, num_workers):
+def epoch_batches(source, num_workers, **kwargs):
     return pipeline.train_batches(source, batch_size=4, crop_size=24, seed=3, epoch=2, num_threads=2, prefetch=2,
-                                  num_workers=num_workers)
+                                  num_workers=num_workers, **kwargs)
 
 
 def assert_same_batches(got, expected):
@@ -63,6 +63,28 @@ def test_iterator_state_continues_the_epoch_and_workers_change_nothing(packed_so
         assert_same_batches(list(resumed), reference[3:])
     finally:
         resumed.close()
+
+
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_process_shares_make_up_the_global_batches(packed_source, process_count):
+    """P processes' shares of every global batch, put side by side in process order, are the one
+    process's batches (train, from any start batch, and eval with its padding mask)."""
+    reference = list(epoch_batches(packed_source, 0))
+    for start in (0, 7):
+        shares = [list(epoch_batches(packed_source, 0, start_batch=start, process_index=p,
+                                     process_count=process_count)) for p in range(process_count)]
+        joined = [{key: np.concatenate([share[b][key] for share in shares]) for key in reference[0]}
+                  for b in range(len(shares[0]))]
+        assert_same_batches(joined, reference[start:])
+
+    whole = list(pipeline.eval_batches(packed_source, batch_size=12, num_threads=2))
+    assert [int(b["mask"].sum()) for b in whole] == [12, 12, 12, 4]
+    np.testing.assert_array_equal(np.concatenate([b["index"][b["mask"]] for b in whole]), np.arange(40))
+    shares = [list(pipeline.eval_batches(packed_source, batch_size=12, num_threads=2, process_index=p,
+                                         process_count=process_count)) for p in range(process_count)]
+    for b, batch in enumerate(whole):
+        for key in batch:
+            np.testing.assert_array_equal(np.concatenate([share[b][key] for share in shares]), batch[key])
 
 
 class CountingBatches:
@@ -109,8 +131,8 @@ def run_config(tmp_path):
 def test_run_resumed_mid_epoch_equals_uninterrupted_run(tmp_path, monkeypatch):
     """A copy of a run's workdir taken right after its mid-epoch checkpoint at step 4 (one batch
     into epoch 2), which is what a run killed then leaves, resumes to the params and metrics the
-    run itself ends with; the resumed epoch starts from the saved iterator state and draws only
-    its 2 remaining batches."""
+    run itself ends with; the resumed epoch starts at its second batch and draws only its 2
+    remaining batches."""
     real_save, real_batches = checkpoint.save, pipeline.train_batches
 
     def save_and_snapshot(manager, step, state, metrics, progress=None):
@@ -131,10 +153,15 @@ def test_run_resumed_mid_epoch_equals_uninterrupted_run(tmp_path, monkeypatch):
     assert (progress["epoch"], progress["batches_done"], len(progress["train_losses"])) == (1, 1, 1)
     assert len((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()) == 1
 
-    log = {"drawn": 0, "set_state": []}
-    monkeypatch.setattr(pipeline, "train_batches", lambda *a, **k: CountingBatches(real_batches(*a, **k), log))
+    log = {"drawn": 0, "set_state": [], "start_batch": []}
+
+    def counting(*args, **kwargs):
+        log["start_batch"].append(kwargs["start_batch"])
+        return CountingBatches(real_batches(*args, **kwargs), log)
+
+    monkeypatch.setattr(pipeline, "train_batches", counting)
     train.train_and_evaluate(run_config(tmp_path), tmp_path / "resumed")
-    assert log == {"drawn": 2, "set_state": [progress["iterator"]]}
+    assert log == {"drawn": 2, "set_state": [], "start_batch": [1]}
 
     config = run_config(tmp_path)
     _, _, expected, expected_step = inference.restore_variables(config, tmp_path / "full", "latest")

@@ -12,7 +12,7 @@ from hpa_jax import losses, optim, sharding
 from hpa_jax.data.pipeline import normalize
 from hpa_jax.errors import TrainingDiverged
 from hpa_jax.models import create_model_from_config
-from hpa_jax.models.resnet import MESH_AXIS
+from hpa_jax.sharding import MESH_AXIS
 from hpa_jax.state import create_train_state
 from hpa_jax.train import make_train_step, run_epoch
 

@@ -139,9 +139,16 @@ def _let_grain_read_flags() -> None:
 
 
 def train_batches(source: ImageSource | PackedSource, *, batch_size: int, crop_size: int, seed: int, epoch: int,
-                  num_threads: int = 8, prefetch: int = 4, num_workers: int = 0) -> grain.DatasetIterator:
-    """One epoch of shuffled, augmented, full batches; the same (seed, epoch) gives the same batches
-    whatever `num_workers`.
+                  num_threads: int = 8, prefetch: int = 4, num_workers: int = 0, start_batch: int = 0,
+                  process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
+    """One epoch of shuffled, augmented, full global batches of `batch_size`, from `start_batch` on;
+    this process's share of each: rows [p * B/P, (p + 1) * B/P) for process p of P.
+
+    The epoch's global order and crops are a pure function of (seed, epoch): the examples are
+    shuffled and augmented (each crop seeded by its position), then cut into chunks of B/P, of
+    which global batch b is chunks bP .. bP + P - 1 and process p takes chunk bP + p. So 1
+    process and P processes train on the same global batches, and a resumed epoch starts at
+    any batch, whatever the process count it was saved with.
 
     `num_workers` > 0 reads in that many worker processes (each with `num_threads` threads), which
     decoding PNGs on many cores needs: the GIL caps threads. grain slices the batched dataset among
@@ -150,16 +157,17 @@ def train_batches(source: ImageSource | PackedSource, *, batch_size: int, crop_s
     not depend on N.
 
     The iterator's `get_state()` is a JSON-serialisable record of how far it got; `set_state` on a
-    fresh iterator of the same epoch, source and worker count continues from there. `close()` it
-    to stop the workers.
+    fresh iterator of the same arguments continues from there. `close()` it to stop the workers.
     """
     if num_workers < 0:
         raise ConfigError(f"data.num_workers must be 0 (threads only) or a number of processes, got {num_workers}")
+    num_batches = len(source) // batch_size
     ds = (grain.MapDataset.source(source)
           .shuffle(seed=_epoch_seed(seed, epoch))
           .random_map(functools.partial(random_crop_d4, crop_size=crop_size), seed=_epoch_seed(seed + 1, epoch))
-          .batch(batch_size, drop_remainder=True)
-          .to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)))
+          .batch(batch_size // process_count, drop_remainder=True))
+    ds = ds[start_batch * process_count + process_index:num_batches * process_count:process_count]
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
     if num_workers > 0:
         _let_grain_read_flags()
         per_worker = max(1, -(-prefetch // num_workers))   # about `prefetch` batches ready in all
@@ -177,15 +185,21 @@ def _leave_signals_to_the_trainer(worker_index: int, worker_count: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def eval_batches(source: ImageSource, *, batch_size: int, num_threads: int = 8,
-                 prefetch: int = 4) -> Iterator[dict]:
-    """Every image once, in order, in batches padded to batch_size; `mask` marks the real rows."""
-    ds = grain.MapDataset.source(source).batch(batch_size, drop_remainder=False)
-    for batch in ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)):
-        n = len(batch["index"])
-        pad = batch_size - n
-        yield {key: np.concatenate([value, np.zeros((pad, *value.shape[1:]), value.dtype)]) if pad else value
-               for key, value in batch.items()} | {"mask": np.arange(batch_size) < n}
+def eval_batches(source: ImageSource | PackedSource, *, batch_size: int, num_threads: int = 8, prefetch: int = 4,
+                 process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+    """Every image once, in order, in global batches of `batch_size` (the last padded), this
+    process's rows [p * B/P, (p + 1) * B/P) of each; `mask` marks its real rows. Padding rows
+    repeat the last image (any image will do: their predictions are dropped)."""
+    n = len(source)
+    local = batch_size // process_count
+
+    def padded(i):
+        return {**source[min(i, n - 1)], "mask": np.bool_(i < n)}
+
+    num_batches = -(-n // batch_size)
+    ds = grain.MapDataset.range(num_batches * batch_size).map(padded).batch(local)
+    yield from ds[process_index::process_count].to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
-from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, max_pool, torch_conv
+from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, BatchNorm, max_pool, torch_conv
 
 # timm's DenseNet initialises convolutions with kaiming_normal_ in its default fan_in mode,
 # not the fan_out of the ResNets: DenseNet's 1x1 convs take up to ~1000 channels in and give
@@ -120,7 +120,7 @@ class DenseNetEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         conv = partial(torch_conv, use_bias=False, dtype=self.dtype, kernel_init=densenet_conv_init)
-        norm = partial(nn.BatchNorm, dtype=self.dtype, axis_name=self.axis_name, **BATCH_NORM_DEFAULTS)
+        norm = partial(BatchNorm, dtype=self.dtype, axis_name=self.axis_name, **BATCH_NORM_DEFAULTS)
         k = growth_rate(self.width)
         x = conv(self.width, (7, 7), (2, 2), name="conv0")(x)
         x = nn.relu(norm(name="norm0")(x, use_running_average=not train))

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
-from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS
+from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, BatchNorm
 
 
 def adaptive_concat_pool(x: jnp.ndarray) -> jnp.ndarray:
@@ -48,7 +48,7 @@ class ClassifierHead(nn.Module):
         else:
             raise ConfigError(f"unknown head pool {self.pool!r}: expected 'acp' or 'gap'")
         if self.batch_norm:
-            norm = partial(nn.BatchNorm, use_running_average=not train, dtype=self.dtype,
+            norm = partial(BatchNorm, use_running_average=not train, dtype=self.dtype,
                            axis_name=MESH_AXIS, **BATCH_NORM_DEFAULTS)
             rate = 0.0
             for i, (units, rate) in enumerate(self.layers):

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import layers
-from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, conv_init, join_sequential_indices, torch_conv
+from hpa_jax.models.layers import (BATCH_NORM_DEFAULTS, MESH_AXIS, BatchNorm, conv_init, join_sequential_indices,
+                                   torch_conv)
 
 ENCODER_NAMES = ("inception_v4",)
 TIMM_CLASSIFIER = "last_linear"
@@ -41,7 +42,7 @@ class ConvBN(nn.Module):
         x = torch_conv(self.features, self.kernel_size, (self.strides, self.strides),
                        padding=None if self.padded else "VALID", use_bias=False, dtype=self.dtype,
                        kernel_init=conv_init, name="conv")(x)
-        x = nn.BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name="bn",
+        x = BatchNorm(use_running_average=not train, axis_name=self.axis_name, dtype=self.dtype, name="bn",
                          **{**BATCH_NORM_DEFAULTS, "epsilon": BATCH_NORM_EPSILON})(x)
         return nn.relu(x)
 

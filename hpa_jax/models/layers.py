@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from hpa_jax.errors import ConfigError
+from hpa_jax.sharding import MESH_AXIS, ordered_mean
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 means a decay of 0.9 here). Batch statistics
 # are averaged over the device mesh axis so training does not depend on how many devices
@@ -21,7 +22,46 @@ from hpa_jax.errors import ConfigError
 # rather than Flax's default E[x^2] - mean^2, which cancels catastrophically in float32 for
 # channels whose spread is small next to their mean, and then depends on summation order.
 BATCH_NORM_DEFAULTS = dict(momentum=0.9, epsilon=1e-5, use_fast_variance=False)
-MESH_AXIS = "data"
+
+
+class BatchNorm(nn.BatchNorm):
+    """Flax's BatchNorm (same fields, parameters and batch statistics) with its moments averaged
+    over `axis_name` in mesh order (`sharding.ordered_mean`) rather than by `lax.pmean`, whose
+    all-reduce adds in a different order on one process than across several: so a run gives the
+    same bits on 1 process x 8 devices as on 2 x 4. The variance is always the two-pass one."""
+
+    @nn.compact
+    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+        if mask is not None:
+            raise NotImplementedError("masked batch statistics")
+        use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+        features = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (features,))
+        ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (features,))
+        if use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            axes = tuple(range(x.ndim - 1))
+            x32 = x.astype(jnp.promote_types(self.dtype or x.dtype, jnp.float32))
+            distributed = self.axis_name is not None and not self.is_initializing()
+
+            def batch_mean(v):
+                local = v.mean(axes)
+                return ordered_mean(local, self.axis_name) if distributed else local
+
+            mean = batch_mean(x32)
+            var = batch_mean(jnp.square(x32 - mean))
+            if not self.is_initializing():
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        y = x.astype(jnp.promote_types(x.dtype, jnp.float32)) - mean
+        mul = lax.rsqrt(var + self.epsilon)
+        if self.use_scale:
+            mul = mul * self.param("scale", self.scale_init, (features,), self.param_dtype)
+        y = y * mul
+        if self.use_bias:
+            y = y + self.param("bias", self.bias_init, (features,), self.param_dtype)
+        return jnp.asarray(y, self.dtype or jnp.result_type(x, self.param_dtype))
 
 # PyTorch's kaiming normal (fan_out) conv init, as torchvision's and timm's CNNs use.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")

@@ -12,8 +12,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hpa_jax.models.layers import (BATCH_NORM_DEFAULTS, MESH_AXIS, conv_init, join_sequential_indices, max_pool,
-                                   torch_conv)
+from hpa_jax.models.layers import (BATCH_NORM_DEFAULTS, MESH_AXIS, BatchNorm, conv_init, join_sequential_indices,
+                                   max_pool, torch_conv)
 
 __all__ = ["ENCODER_NAMES", "MESH_AXIS", "ResNetEncoder", "build_encoder", "flax_module_path"]
 
@@ -117,7 +117,7 @@ class ResNetEncoder(nn.Module):
     def __call__(self, x, *, train: bool):
         conv = partial(torch_conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init,
                        grouped_conv=self.grouped_conv)
-        norm = partial(nn.BatchNorm, dtype=self.dtype, axis_name=self.axis_name, **BATCH_NORM_DEFAULTS)
+        norm = partial(BatchNorm, dtype=self.dtype, axis_name=self.axis_name, **BATCH_NORM_DEFAULTS)
         x = conv(self.width, (7, 7), (2, 2), name="conv1")(x)
         x = nn.relu(norm(name="bn1")(x, use_running_average=not train))
         x = max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
