@@ -7,6 +7,7 @@ each batch (`sharding.process_rows`) and reports its own errors.
 """
 
 import contextlib
+import itertools
 import os
 import socket
 import sys
@@ -102,12 +103,39 @@ def label() -> str:
     return f" (process {jax.process_index()} of {jax.process_count()})" if jax.process_count() > 1 else ""
 
 
-def barrier(name: str) -> None:
-    """Every process waits here until all have arrived (nothing on one process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils  # noqa: PLC0415
+_BARRIER_TIMEOUT_S = 3600   # a peer may be compiling a big model or generating the synthetic dataset
+_barriers = itertools.count()
 
-        multihost_utils.sync_global_devices(name)
+
+def barrier(name: str) -> None:
+    """Every process waits here until all have arrived (nothing on one process).
+
+    This is the coordination service's barrier, not a collective: gloo (JAX's CPU collectives)
+    gives a process 30 s to join a device group's first collective, so processes must arrive
+    there together, which these barriers see to; a peer that dies meanwhile ends the wait
+    through the heartbeat."""
+    if jax.process_count() > 1:
+        from jax._src import distributed as jax_distributed  # noqa: PLC0415 - JAX exposes no barrier of its own
+
+        jax_distributed.global_state.client.wait_at_barrier(f"hpa_jax:{next(_barriers)}:{name}",
+                                                            _BARRIER_TIMEOUT_S * 1000)
+
+
+class Together:
+    """A jitted function whose first call, with several processes, compiles ahead of time and
+    waits for every process to have compiled too before it runs: compiling takes each host its
+    own time, and the program's first collective must not wait for a late one (see `barrier`)."""
+
+    def __init__(self, jitted, name: str):
+        self.jitted, self.name, self.compiled = jitted, name, None
+
+    def __call__(self, *args):
+        if jax.process_count() == 1:
+            return self.jitted(*args)
+        if self.compiled is None:
+            self.compiled = self.jitted.lower(*args).compile()
+            barrier(f"compiled {self.name}")
+        return self.compiled(*args)
 
 
 def primary_first(fn, *args, **kwargs):
@@ -138,7 +166,7 @@ def quiet_unless_primary():
 
 # What a collective or the coordination service says when another process is gone.
 _LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "unhealthy", "stopped sending heartbeats",
-              "Gloo", "NCCL", "coordination service")
+              "heartbeat timeout", "Barrier failed", "Gloo", "NCCL", "coordination service")
 
 
 @contextlib.contextmanager

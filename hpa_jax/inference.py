@@ -43,8 +43,8 @@ def make_predict_step(model, config, mesh):
         probs = [jax.nn.sigmoid(model.apply(variables, d4_transform(x, k), train=False)) for k in transforms]
         return jax.lax.all_gather(sum(probs) / len(probs), MESH_AXIS, tiled=True)
 
-    return jax.jit(jax.shard_map(forward, mesh=mesh, in_specs=(P(), P(MESH_AXIS)), out_specs=P(),
-                                 check_vma=False))
+    return distributed.Together(jax.jit(jax.shard_map(forward, mesh=mesh, in_specs=(P(), P(MESH_AXIS)),
+                                                      out_specs=P(), check_vma=False)), "predict step")
 
 
 def predict_probs(step, variables, mesh, config, source: pipeline.ImageSource, *, desc: str) -> np.ndarray:

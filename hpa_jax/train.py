@@ -167,7 +167,7 @@ def make_train_step(config, mesh, class_weights=None):
 
     sharded = jax.shard_map(step if accumulation == 1 else accumulated_step, mesh=mesh,
                             in_specs=(P(), P(MESH_AXIS), P(MESH_AXIS), P()), out_specs=(P(), P()), check_vma=False)
-    return jax.jit(sharded, donate_argnums=0)
+    return distributed.Together(jax.jit(sharded, donate_argnums=0), "train step")
 
 
 def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, schedule, check_every: int = 10, *,
