@@ -166,8 +166,8 @@ def predictions_frame(ids, probs: np.ndarray, preds: np.ndarray) -> pd.DataFrame
 
 
 def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, tta: bool = False,
-                   cams: bool = False, embeddings: bool = False, skip_bad: bool = False, checkpoint: str | None = None,
-                   batch_size: int = 0, progress: bool = True) -> dict:
+                   cams: bool = False, cam_shifts: int = 4, embeddings: bool = False, skip_bad: bool = False,
+                   checkpoint: str | None = None, batch_size: int = 0, progress: bool = True) -> dict:
     """Predicts every image set in `images` with the run in `workdir`; writes into `out` (see the
     module doc) and returns {"ids", "probs", "preds", "features", "skipped", "step", "size"}."""
     workdir, images, out = pathlib.Path(workdir), pathlib.Path(images), pathlib.Path(out)
@@ -187,8 +187,10 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
     model, mesh, variables, step = inference.restore_variables(config, workdir, checkpoint or config.eval.checkpoint)
     sharding.check_divisible(config.eval.batch_size, mesh, "eval.batch_size (--batch_size)")
     predict_step = inference.make_predict_step(model, config, mesh)
-    explain_step = (explain.make_explain_step(model, config, mesh, cams=cams, features=embeddings)
-                    if cams or embeddings else None)
+    if cams:
+        explain.check_has_map(model, side, config.model.name)
+    explain_step = (explain.make_explain_step(model, config, mesh, cams=cams, features=embeddings,
+                                              cam_shifts=cam_shifts) if cams or embeddings else None)
 
     out.mkdir(parents=True, exist_ok=True)
     staging = out / ".cams-partial"
@@ -257,6 +259,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("size", 0, "Input size; 0: the run's (data.image_size, or its training images' size).")
     flags.DEFINE_bool("tta", False, "Average the 8 flips and rotations (default: the run's eval.tta).")
     flags.DEFINE_bool("cams", False, "Class activation maps (Grad-CAM) of the predicted classes: OUT/cams/.")
+    flags.DEFINE_integer("cam_shifts", 4, "Maps at this many times the encoder's resolution (averaged over the "
+                         "image moved by 32/N px; N*N times the cost); 1: plain Grad-CAM.", lower_bound=1)
     flags.DEFINE_bool("embeddings", False, "Pooled encoder features: OUT/embeddings.npz and embeddings_pca.png.")
     flags.DEFINE_bool("skip_bad", False, "Predict the readable images and list the others in OUT/skipped.csv.")
     flags.DEFINE_string("checkpoint", None, "best, latest or a step (default: the run's eval.checkpoint).")
@@ -281,7 +285,7 @@ def main(argv):
         jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
     with one_line_errors(PROG):
         predict_folder(f.workdir, f.images, f.out, fit=f.fit, size=f.size, tta=f.tta, cams=f.cams,
-                       embeddings=f.embeddings, skip_bad=f.skip_bad, checkpoint=f.checkpoint, batch_size=f.batch_size)
+                       cam_shifts=f.cam_shifts, embeddings=f.embeddings, skip_bad=f.skip_bad, checkpoint=f.checkpoint, batch_size=f.batch_size)
 
 
 def cli() -> None:
