@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from hpa_jax import predict  # noqa: E402
+from hpa_jax import folder_predict  # noqa: E402
 from hpa_jax.classes import CHANNELS, CLASS_NAMES, class_slug  # noqa: E402
 from hpa_jax.data import synthetic  # noqa: E402
 
@@ -67,8 +67,8 @@ def main() -> None:
             for color in CHANNELS:
                 name = f"{image_id}_{color}.{ext}"
                 (real / name).write_bytes((shared / folder / name).read_bytes())
-        synthetic_result = predict.predict_folder(args.workdir, fields, tmp / "out_synthetic", cams=True)
-        real_result = predict.predict_folder(args.workdir, real, tmp / "out_real", cams=True, size=args.real_size)
+        synthetic_result = folder_predict.predict_folder(args.workdir, fields, tmp / "out_synthetic", cams=True)
+        real_result = folder_predict.predict_folder(args.workdir, real, tmp / "out_real", cams=True, size=args.real_size)
         labels = true_labels(shared)
 
         panels = []    # (folder, extension, Id, class whose map is shown, title, subtitle)

@@ -15,7 +15,8 @@ from PIL import Image
 
 from conftest import SHARED_DATA
 
-from hpa_jax import inference, predict
+from hpa_jax import folder_predict
+from hpa_jax import inference
 from hpa_jax.classes import CHANNELS, CLASS_NAMES
 from hpa_jax.errors import DataError
 
@@ -72,7 +73,7 @@ def real_folders(tmp_path_factory):
 
 def mode_predict_probs(run: pathlib.Path, data_dir: pathlib.Path, fmt: str) -> dict:
     """{Id: probabilities} from `--mode=predict` (inference.predict) on a Kaggle-layout dataset."""
-    config = predict.run_config(run)
+    config = folder_predict.run_config(run)
     config.data.source, config.data.dir, config.data.format = "kaggle", str(data_dir), fmt
     inference.predict(config, run)
     saved = np.load(run / "test_probs.npz")
@@ -81,7 +82,7 @@ def mode_predict_probs(run: pathlib.Path, data_dir: pathlib.Path, fmt: str) -> d
 
 def test_folder_predictions_equal_mode_predict_on_the_kaggle_layout(tiny_run, real_folders, tmp_path):
     mixed, layouts = real_folders
-    result = predict.predict_folder(tiny_run, mixed, tmp_path / "out", embeddings=True, progress=False)
+    result = folder_predict.predict_folder(tiny_run, mixed, tmp_path / "out", embeddings=True, progress=False)
     expected = {}
     for fmt, data_dir in layouts.items():
         expected |= mode_predict_probs(tiny_run, data_dir, fmt)
@@ -110,11 +111,11 @@ def test_thresholds_json_of_the_run_decides(tiny_run, real_folders, tmp_path):
     mixed, _ = real_folders
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("tensorboard"))
-    first = predict.predict_folder(run, mixed, tmp_path / "a", progress=False)
+    first = folder_predict.predict_folder(run, mixed, tmp_path / "a", progress=False)
     thresholds = np.full(28, 0.99, np.float32)
     thresholds[3] = 0.0                                       # class 3 always on, the rest never
     (run / "thresholds.json").write_text('{"thresholds": [' + ", ".join(map(str, thresholds.tolist())) + "]}")
-    second = predict.predict_folder(run, mixed, tmp_path / "b", progress=False)
+    second = folder_predict.predict_folder(run, mixed, tmp_path / "b", progress=False)
     np.testing.assert_array_equal(first["probs"], second["probs"])
     assert (second["preds"] == (second["probs"] > thresholds)).all() and second["preds"][:, 3].all()
 
@@ -130,8 +131,8 @@ def test_tiles_are_averaged(tiny_run, shared_data, tmp_path):
         plane.save(whole / f"field_{color}.png")
         for q, (top, left) in enumerate(((0, 0), (0, 32), (32, 0), (32, 32))):
             plane.crop((left, top, left + 32, top + 32)).save(quarters / f"q{q}_{color}.png")
-    tiled = predict.predict_folder(tiny_run, whole, tmp_path / "a", fit="tile", progress=False)
-    parts = predict.predict_folder(tiny_run, quarters, tmp_path / "b", progress=False)
+    tiled = folder_predict.predict_folder(tiny_run, whole, tmp_path / "a", fit="tile", progress=False)
+    parts = folder_predict.predict_folder(tiny_run, quarters, tmp_path / "b", progress=False)
     np.testing.assert_allclose(tiled["probs"][0], parts["probs"].mean(axis=0), rtol=1e-5, atol=1e-6)
 
 
@@ -155,14 +156,14 @@ def test_bad_images_are_one_line_and_nothing_is_written(tiny_run, shared_data, t
     # An image that turns unreadable only while predicting: the same line, and nothing written.
     (images / f"{PNG_IDS[0]}_blue.png").write_bytes((source / f"{PNG_IDS[0]}_blue.png").read_bytes())
     with pytest.raises(DataError) as error:
-        predict.predict_folder(tiny_run, images, tmp_path / "out", cams=True, progress=False)
+        folder_predict.predict_folder(tiny_run, images, tmp_path / "out", cams=True, progress=False)
     message = str(error.value)
     assert "\n" not in message and f"1 image(s) with a missing or unreadable channel: {PNG_IDS[2]} (" in message
     assert list((tmp_path / "out").iterdir()) == []
     (images / f"{PNG_IDS[0]}_blue.png").unlink()
 
     # --skip_bad predicts the good one and lists the others.
-    result = predict.predict_folder(tiny_run, images, tmp_path / "out", skip_bad=True, progress=False)
+    result = folder_predict.predict_folder(tiny_run, images, tmp_path / "out", skip_bad=True, progress=False)
     assert result["ids"] == [PNG_IDS[1]]
     skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
     assert skipped["Id"].tolist() == [PNG_IDS[0], PNG_IDS[2]]
