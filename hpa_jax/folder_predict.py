@@ -1,16 +1,12 @@
-"""A trained run on a folder of one's own fields, no CSV needed (`python -m hpa_jax.predict`).
-
-Every `{Id}_{red,green,blue,yellow}.{png,tif,jpg}` set in DIR, of any size, is predicted with the
-run's checkpoint and thresholds; OUT gets `predictions.csv` (Id, predicted class names and
-indices, one probability column per class), `probs.npz` (for `hpa_jax.ensemble`), and on request
-class activation maps (`--cams`: `cams/`) and embeddings (`--embeddings`: `embeddings.npz`,
-`embeddings_pca.png`). Images with a missing or unreadable channel file stop the command with one
-line naming them all and nothing written, unless `--skip_bad` (then `skipped.csv` lists them).
+"""A trained run on a folder of one's own fields, no CSV needed (`python -m hpa_jax.predict` is
+its command line, which says what it writes).
 
 The model, normalisation and reader options are the run's (`RUN/config.json`), restored and
 applied by the same code as `--mode=predict` (`inference.restore_variables`, `make_predict_step`),
-so the same image gets the same probabilities from both.
-"""
+so the same image gets the same probabilities from both. Tiles of consecutive images share
+batches, so a folder of small and full-size fields keeps the device busy either way. Nothing is
+written until every image has been read: the maps are drawn into a hidden staging folder that
+becomes `cams/` at the end, and is removed on an error."""
 
 import json
 import pathlib

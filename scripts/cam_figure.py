@@ -3,14 +3,18 @@
 pattern is known: the heat of a Nucleoli field should sit on the nucleoli) and on real sample
 images (Kaggle PNGs and an HPAv18 JPEG from ../shared/data).
 
-    python -m hpa_jax.main --config=configs/quickstart.py --workdir=runs/quickstart16 \
-        --config.loss.e_alpha=0 --config.loss.hard_sample_ratio=1
+    python -m hpa_jax.main --config=configs/quickstart.py --workdir=runs/quickstart16 --mode=train,evaluate \
+        --config.loss.e_alpha=0 --config.loss.hard_sample_ratio=1 --config.model.head.pool=gap \
+        "--config.model.head.layers=()"
     python scripts/cam_figure.py --workdir=runs/quickstart16 --out=docs/cams.png
 
 Each panel pair is the protein (green) channel and the heat map of the true class (synthetic) or
-of the most probable class (real) over the composite. Real 512 px fields are predicted at
-`--real_size=256`, where their cells are about as many pixels across as the 128 px synthetic
-fields' the model was trained on.
+of the most probable class (real) over the composite. Both kinds are predicted at 256 px
+(`--synthetic_size`, `--real_size`): synthetic fields drawn at 256 px show more cells, each
+somewhat larger, than the 128 px fields of training, and real 512 px fields resized to 256 have
+cells about as many pixels across as those. Every position of the encoder's last feature map sees
+most of a 128 px field, so on fields of the training size a map need not point at the pattern
+(the network can find a class from anywhere); on larger fields it has to.
 """
 
 import argparse
@@ -53,6 +57,7 @@ def main() -> None:
     parser.add_argument("--out", default="docs/cams.png")
     parser.add_argument("--shared", default=str(REPO.parent / "shared" / "data"), help="the real sample data")
     parser.add_argument("--real_size", type=int, default=256)
+    parser.add_argument("--synthetic_size", type=int, default=256)
     args = parser.parse_args()
     shared = pathlib.Path(args.shared)
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,14 +65,15 @@ def main() -> None:
         fields, real = tmp / "synthetic", tmp / "real"
         fields.mkdir(), real.mkdir()
         for c in SYNTHETIC_CLASSES:
-            field = synthetic.render_field([c], 128, np.random.default_rng([2026, c]))
+            field = synthetic.render_field([c], args.synthetic_size, np.random.default_rng([2026, c]))
             for i, color in enumerate(CHANNELS):
                 Image.fromarray(np.ascontiguousarray(field[..., i])).save(fields / f"synthetic-{c:02d}_{color}.png")
         for folder, image_id, ext in REAL:
             for color in CHANNELS:
                 name = f"{image_id}_{color}.{ext}"
                 (real / name).write_bytes((shared / folder / name).read_bytes())
-        synthetic_result = folder_predict.predict_folder(args.workdir, fields, tmp / "out_synthetic", cams=True)
+        synthetic_result = folder_predict.predict_folder(args.workdir, fields, tmp / "out_synthetic", cams=True,
+                                                         size=args.synthetic_size)
         real_result = folder_predict.predict_folder(args.workdir, real, tmp / "out_real", cams=True, size=args.real_size)
         labels = true_labels(shared)
 
