@@ -26,13 +26,14 @@ from jax.sharding import PartitionSpec as P
 
 from hpa_jax.data import pipeline
 from hpa_jax.errors import ConfigError
+from hpa_jax.models import TRACE_SIZE
 from hpa_jax.models.resnet import MESH_AXIS
 
 
-def check_has_map(model, size: int, name: str) -> None:
-    """A ConfigError for an encoder whose output is already pooled to 1 x 1 (GapNet-PL pools every
-    block itself): there is no map to show."""
-    image = jax.ShapeDtypeStruct((1, size, size, 4), jnp.float32)
+def check_has_map(model, name: str) -> None:
+    """A ConfigError for an encoder whose output is pooled to 1 x 1 whatever the input (GapNet-PL
+    pools every block itself): there is no map to show."""
+    image = jax.ShapeDtypeStruct((1, TRACE_SIZE, TRACE_SIZE, 4), jnp.float32)
     shape = jax.eval_shape(lambda x: model.encoder.init_with_output(jax.random.key(0), x, train=False)[0], image)
     if shape.shape[1:3] == (1, 1):
         raise ConfigError(f"--cams: the {name} encoder pools its feature maps itself (its output is 1x1), so there "

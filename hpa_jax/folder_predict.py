@@ -182,7 +182,7 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
     sharding.check_divisible(config.eval.batch_size, mesh, "eval.batch_size (--batch_size)")
     predict_step = inference.make_predict_step(model, config, mesh)
     if cams:
-        explain.check_has_map(model, side, config.model.name)
+        explain.check_has_map(model, config.model.name)
     explain_step = (explain.make_explain_step(model, config, mesh, cams=cams, features=embeddings,
                                               cam_shifts=cam_shifts) if cams or embeddings else None)
 
