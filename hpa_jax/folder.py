@@ -122,7 +122,8 @@ class FolderSource:
             return FolderImage(index, image_id, empty, np.zeros((0, 2), np.int64), empty[:0], _short(e, self.folder))
         if self.tile and min(image.shape[:2]) < size:
             image = np.stack([resize_uint8(image[..., c], size, self.resample) for c in range(image.shape[-1])], -1)
-        starts = [(top, left) for top in tile_starts(image.shape[0], size) for left in tile_starts(image.shape[1], size)]
+        starts = [(top, left) for top in tile_starts(image.shape[0], size)
+                  for left in tile_starts(image.shape[1], size)]
         tiles = np.stack([image[top:top + size, left:left + size] for top, left in starts])
         return FolderImage(index, image_id, tiles, np.asarray(starts, np.int64), image)
 

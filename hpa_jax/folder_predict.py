@@ -154,7 +154,8 @@ def predictions_frame(ids, probs: np.ndarray, preds: np.ndarray) -> pd.DataFrame
     """Id, Predicted_names ("; "-separated), Predicted (space-separated indices, as a Kaggle
     submission), then one probability column per class name."""
     chosen = [np.flatnonzero(row) for row in preds]
-    frame = pd.DataFrame({"Id": list(ids), "Predicted_names": ["; ".join(CLASS_NAMES[c] for c in row) for row in chosen],
+    frame = pd.DataFrame({"Id": list(ids),
+                          "Predicted_names": ["; ".join(CLASS_NAMES[c] for c in row) for row in chosen],
                           "Predicted": [" ".join(str(c) for c in row) for row in chosen]})
     return pd.concat([frame, pd.DataFrame(np.asarray(probs, np.float32), columns=list(CLASS_NAMES))], axis=1)
 

@@ -56,7 +56,8 @@ def main(argv):
         jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
     with one_line_errors(PROG):
         predict_folder(f.workdir, f.images, f.out, fit=f.fit, size=f.size, tta=f.tta, cams=f.cams,
-                       cam_shifts=f.cam_shifts, embeddings=f.embeddings, skip_bad=f.skip_bad, checkpoint=f.checkpoint, batch_size=f.batch_size)
+                       cam_shifts=f.cam_shifts, embeddings=f.embeddings, skip_bad=f.skip_bad, checkpoint=f.checkpoint,
+                       batch_size=f.batch_size)
 
 
 def cli() -> None:

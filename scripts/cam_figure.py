@@ -74,7 +74,8 @@ def main() -> None:
                 (real / name).write_bytes((shared / folder / name).read_bytes())
         synthetic_result = folder_predict.predict_folder(args.workdir, fields, tmp / "out_synthetic", cams=True,
                                                          size=args.synthetic_size)
-        real_result = folder_predict.predict_folder(args.workdir, real, tmp / "out_real", cams=True, size=args.real_size)
+        real_result = folder_predict.predict_folder(args.workdir, real, tmp / "out_real", cams=True,
+                                                    size=args.real_size)
         labels = true_labels(shared)
 
         panels = []    # (folder, extension, Id, class whose map is shown, title, subtitle)
