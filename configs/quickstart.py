@@ -6,7 +6,7 @@ network starts from random weights (the paper fine-tunes ImageNet weights) and h
 ~800 steps to learn.
 """
 
-from configs import default
+from hpa_jax.configs import default
 
 
 def get_config():

@@ -1,5 +1,7 @@
 """The 28 HPA localisation classes and the channel order every array in the package uses."""
 
+import re
+
 CLASS_NAMES = (
     "Nucleoplasm", "Nuclear membrane", "Nucleoli", "Nucleoli fibrillar center",
     "Nuclear speckles", "Nuclear bodies", "Endoplasmic reticulum", "Golgi apparatus",
@@ -10,6 +12,11 @@ CLASS_NAMES = (
     "Aggresome", "Cytosol", "Cytoplasmic bodies", "Rods & rings",
 )
 NUM_CLASSES = len(CLASS_NAMES)
+
+
+def class_slug(index: int) -> str:
+    """`02_Nucleoli`: a class as a file name or TensorBoard tag (which allow no spaces), in label order."""
+    return f"{index:02d}_" + re.sub(r"[^A-Za-z0-9]+", "_", CLASS_NAMES[index]).strip("_")
 
 # R, G, B, Y = microtubules, protein of interest, nucleus, endoplasmic reticulum.
 CHANNELS = ("red", "green", "blue", "yellow")

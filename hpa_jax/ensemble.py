@@ -250,5 +250,10 @@ def main(args):
     print(f"ensemble ({args.method}) of {len(args.inputs)} files: {len(ids)} images -> {path}")
 
 
-if __name__ == "__main__":
+def cli():
+    """The `hpa-jax-ensemble` console script."""
     app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    cli()

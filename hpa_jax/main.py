@@ -4,10 +4,12 @@ Parses flags and dispatches; every `--config.a.b=v` overrides one config field.
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from hpa_jax import config_files, console
 from hpa_jax.errors import one_line_errors
 
 MODES = ("train", "evaluate", "predict", "lr_find", "cv")
@@ -64,5 +66,12 @@ def main(argv):
             distributed.barrier(f"after {mode}")
 
 
+def cli():
+    """The `hpa-jax` console script, as `python -m hpa_jax.main`; `--config=configs/NAME.py` also
+    works outside the checkout (the configs shipped with the package, `config_files`)."""
+    sys.argv = config_files.resolve_argv(sys.argv)
+    console.run(main, __name__)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    cli()

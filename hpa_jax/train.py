@@ -29,6 +29,7 @@ from hpa_jax.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from hpa_jax.models import create_model_from_config, encoder_module_sort_key
 from hpa_jax.sharding import MESH_AXIS
 from hpa_jax.state import TrainState, create_train_state
+from hpa_jax.summaries import Summaries
 
 
 def class_weights_for(config, train_labels: np.ndarray) -> np.ndarray | None:
@@ -171,7 +172,7 @@ def make_train_step(config, mesh, class_weights=None):
 
 
 def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, schedule, check_every: int = 10, *,
-              losses_before=(), checkpoint_every: int = 0, save_checkpoint=None, should_stop=None):
+              losses_before=(), checkpoint_every: int = 0, save_checkpoint=None, should_stop=None, on_loss=None):
     """Runs the train step over the batches of the progress `bar`; returns the new state and the
     mean loss of the epoch's steps.
 
@@ -186,6 +187,7 @@ def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, sched
 
     `should_stop(step)` is asked after every step (and any checkpoint of it); True checks the
     pending steps and raises `preemption.StopRequested` with the state, step and losses so far.
+    `on_loss(step, loss)` gets each step's loss as it is read back (TensorBoard).
     """
     step = int(state.step)
     pending, losses_seen = [], [float(loss) for loss in losses_before]
@@ -197,6 +199,8 @@ def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, sched
                 raise TrainingDiverged(f"non-finite loss or gradient at step {s + 1} (loss {metrics['loss']}, "
                                        f"gradient norm {metrics['grad_norm']})")
             losses_seen.append(float(metrics["loss"]))
+            if on_loss is not None:
+                on_loss(s + 1, losses_seen[-1])
         pending.clear()
         if losses_seen:
             bar.set_postfix(loss=f"{losses_seen[-1]:.4f}", lr=f"{float(schedule(step - 1)):.2e}")
@@ -322,8 +326,9 @@ def train_and_evaluate(config, workdir) -> dict:
     loop = Loop(train_step=train_step, predict_step=predict_step, mesh=mesh, dropout_rng=dropout_rng,
                 schedule=schedule, train_source=train_source, val_source=val_source,
                 steps_per_epoch=steps_per_epoch, cycle_end_steps=tuple(cycle_end_steps), every_steps=every_steps)
-    with preemption.StopOnSignal(manager.reached_preemption) as stop:
-        record = run_epochs(config, workdir, loop, state, progress, manager, stop)
+    with preemption.StopOnSignal(manager.reached_preemption) as stop, \
+            Summaries(workdir, config, schedule, start_step=int(state.step)) as tensorboard:
+        record = run_epochs(config, workdir, loop, state, progress, manager, stop, tensorboard)
     if record:
         plots.plot_training_curves(workdir / "metrics.jsonl", workdir / "training_curves.png")
 
@@ -349,10 +354,11 @@ class Loop:
     every_steps: int
 
 
-def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop) -> dict:
+def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop,
+               tensorboard: Summaries | None = None) -> dict:
     """The epochs from where `state` (and a mid-epoch `progress`) left off, checkpointing to
     `manager` and stopping when `stop` (a `preemption.StopOnSignal`) says so; returns the last
-    epoch's metrics record."""
+    epoch's metrics record. `tensorboard` also gets every step's loss and every record."""
     steps_per_epoch, cycle_end_steps = loop.steps_per_epoch, loop.cycle_end_steps
     record = {}
     for epoch in range(int(state.step) // steps_per_epoch, config.train.num_epochs):
@@ -377,7 +383,8 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop) -> d
             state, train_loss = run_epoch(loop.train_step, state, bar, loop.mesh, loop.dropout_rng, loop.schedule,
                                           losses_before=resumed["train_losses"] if resumed else (),
                                           checkpoint_every=loop.every_steps, save_checkpoint=save_mid_epoch,
-                                          should_stop=should_stop)
+                                          should_stop=should_stop,
+                                          on_loss=tensorboard.train_step if tensorboard else None)
         except TrainingDiverged as e:
             raise TrainingDiverged(f"{e} (epoch {epoch + 1}); nothing after it was saved, {last_good(manager)}") from None
         except preemption.StopRequested as stopped:
@@ -401,6 +408,8 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop) -> d
         if distributed.is_primary():
             with open(workdir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+        if tensorboard:
+            tensorboard.epoch(record)
         print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  val_loss {record['val_loss']:.4f}  "
               f"val_macro_f1 {record['val_macro_f1']:.4f}")
         checkpoint.save(manager, int(state.step), state, {checkpoint.BEST_METRIC: record["val_macro_f1"]})

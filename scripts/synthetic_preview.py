@@ -12,16 +12,12 @@ import matplotlib
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from hpa_jax.cams import composite  # noqa: E402
 from hpa_jax.classes import CLASS_NAMES  # noqa: E402
 from hpa_jax.data import synthetic  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def composite(field: np.ndarray) -> np.ndarray:
-    r, g, b, y = (field[..., i].astype(np.float32) for i in range(4))
-    return np.clip(np.stack([r + y / 2, g + y / 2, b], axis=-1), 0, 255).astype(np.uint8)
 
 
 def main() -> None:

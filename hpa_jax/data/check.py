@@ -20,6 +20,7 @@ import sys
 
 from absl import app, flags
 
+from hpa_jax import console
 from hpa_jax.data import kaggle, sources
 from hpa_jax.data.kaggle import Problem
 from hpa_jax.errors import DataError, one_line_errors
@@ -149,6 +150,11 @@ def main(argv):
     sys.exit(1 if result.problems else 0)
 
 
-if __name__ == "__main__":
+def cli():
+    """The `hpa-jax-check` console script."""
     define_flags()
-    app.run(main)
+    console.run(main, __name__)
+
+
+if __name__ == "__main__":
+    cli()

@@ -178,8 +178,13 @@ def main(argv):
           f"({(out / IMAGES).stat().st_size / 2**20:.1f} MiB)", flush=True)
 
 
-if __name__ == "__main__":
-    from absl import app
+def cli():
+    """The `hpa-jax-pack` console script."""
+    from hpa_jax import console
 
     define_flags()
-    app.run(main)
+    console.run(main, __name__)
+
+
+if __name__ == "__main__":
+    cli()

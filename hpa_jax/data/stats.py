@@ -22,6 +22,7 @@ from typing import Iterable
 import numpy as np
 from absl import app, flags
 
+from hpa_jax import console
 from hpa_jax.data import sources
 from hpa_jax.errors import DataError, one_line_errors
 
@@ -144,6 +145,11 @@ def main(argv):
     print(config_lines(mean, std), flush=True)
 
 
-if __name__ == "__main__":
+def cli():
+    """The `hpa-jax-stats` console script."""
     define_flags()
-    app.run(main)
+    console.run(main, __name__)
+
+
+if __name__ == "__main__":
+    cli()

@@ -253,5 +253,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The `hpa-jax-convert` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,242 @@
+"""A trained run on a folder of one's own fields, no CSV needed (`python -m hpa_jax.predict` is
+its command line, which says what it writes).
+
+The model, normalisation and reader options are the run's (`RUN/config.json`), restored and
+applied by the same code as `--mode=predict` (`inference.restore_variables`, `make_predict_step`),
+so the same image gets the same probabilities from both. Tiles of consecutive images share
+batches, so a folder of small and full-size fields keeps the device busy either way. Nothing is
+written until every image has been read: the maps are drawn into a hidden staging folder that
+becomes `cams/` at the end, and is removed on an error."""
+
+import json
+import pathlib
+import shutil
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from hpa_jax import cams as cams_lib
+from hpa_jax import embeddings as embeddings_lib
+from hpa_jax import explain, folder, inference, outputs, postprocess, sharding
+from hpa_jax.classes import CLASS_NAMES
+from hpa_jax.ensemble import read_thresholds
+from hpa_jax.errors import ConfigError, DataError, file_errors
+
+KAGGLE_SIZE = 512   # the Kaggle release's PNGs: a run that read its PNGs at their own size saw these
+
+
+def run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+    """The run's own config (`config.json`), as evaluate/predict take it (`inference.training_config`)."""
+    path = workdir / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; --workdir must be a training run's folder (config.json, checkpoints/)")
+    with file_errors(path):
+        config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    return inference.training_config(config, workdir)
+
+
+def input_size(config, override: int = 0) -> tuple[int, str]:
+    """(the side the model gets, why): `--size`, else the run's `data.image_size`, else the size
+    of its training images (the synthetic dataset's, or the Kaggle PNGs' 512)."""
+    if override:
+        return override, "--size"
+    if config.data.image_size:
+        return int(config.data.image_size), "data.image_size of the run"
+    if config.data.source == "synthetic":
+        return int(config.data.synthetic.image_size), "the run's synthetic images"
+    if config.data.format == "png":
+        return KAGGLE_SIZE, "the Kaggle PNGs' size (the run read its images at their own size; --size to change)"
+    raise ConfigError(f"the run read its {config.data.format} images at their own size (data.image_size=0), which "
+                      f"config.json does not record: pass --size=N, the side of its training images")
+
+
+def run_thresholds(workdir: pathlib.Path, config) -> tuple[np.ndarray, str]:
+    """The run's fitted `thresholds.json` when it has one (`--mode=cv`), else `eval.threshold`."""
+    path = workdir / "thresholds.json"
+    if path.is_file():
+        return read_thresholds(path), str(path)
+    return np.float32(config.eval.threshold), f"eval.threshold={config.eval.threshold}"
+
+
+class _Image:
+    """The tiles of one image seen so far: sums of probabilities and features, CAM canvas."""
+
+    def __init__(self, item: folder.FolderImage):
+        self.item, self.seen = item, 0
+        self.probs = self.features = self.canvas = self.weight = None
+
+    def add(self, tile: int, probs, features, cam) -> None:
+        self.seen += 1
+        self.probs = probs if self.probs is None else self.probs + probs
+        if features is not None:
+            self.features = features if self.features is None else self.features + features
+        if cam is not None:   # pasted at feature-map resolution, overlaps averaged
+            scale = cam.shape[-1] / self.item.tiles.shape[2]
+            top, left = (int(round(v * scale)) for v in self.item.offsets[tile])
+            if self.canvas is None:
+                height = max(int(round(t * scale)) for t in self.item.offsets[:, 0]) + cam.shape[1]
+                width = max(int(round(t * scale)) for t in self.item.offsets[:, 1]) + cam.shape[2]
+                self.canvas = np.zeros((cam.shape[0], height, width), np.float32)
+                self.weight = np.zeros((height, width), np.float32)
+            self.canvas[:, top:top + cam.shape[1], left:left + cam.shape[2]] += cam
+            self.weight[top:top + cam.shape[1], left:left + cam.shape[2]] += 1
+
+    @property
+    def done(self) -> bool:
+        return self.seen == len(self.item.tiles)
+
+    def result(self) -> dict:
+        n = len(self.item.tiles)
+        return {"index": self.item.index, "id": self.item.image_id, "image": self.item.image, "probs": self.probs / n,
+                "features": None if self.features is None else self.features / n,
+                "cam": None if self.canvas is None else self.canvas / np.maximum(self.weight, 1)}
+
+
+def _read_in_order(source: folder.FolderSource, config):
+    return grain.MapDataset.source(source).to_iter_dataset(
+        grain.ReadOptions(num_threads=config.data.num_threads, prefetch_buffer_size=config.data.prefetch))
+
+
+def unreadable(source: folder.FolderSource, config, progress: bool = True) -> dict[str, str]:
+    """{Id: problem} of the images of `source` that cannot be read."""
+    items = tqdm(_read_in_order(source, config), total=len(source), desc="checking", unit="image",
+                 dynamic_ncols=True, leave=False, disable=not progress)
+    return {item.image_id: item.problem for item in items if item.problem}
+
+
+def predict_images(source: folder.FolderSource, variables, mesh, config, predict_step, explain_step=None):
+    """Yields, image by image in order, {"index", "id", "image", "probs", "features", "cam"} for
+    readable images (probabilities, features and maps averaged over its tiles) and {"index", "id",
+    "problem"} for the others. Tiles of consecutive images share batches of `eval.batch_size`."""
+    batch_size = config.eval.batch_size
+    items = _read_in_order(source, config)
+    open_images: dict[int, _Image] = {}
+    queue: list[tuple[int, int]] = []    # (image index, tile) waiting for a batch
+
+    def run(entries):
+        tiles = [open_images[i].item.tiles[t] for i, t in entries]
+        batch = np.zeros((batch_size, *tiles[0].shape), np.uint8)
+        batch[:len(tiles)] = tiles
+        device_batch = sharding.put_batch(mesh, batch)
+        probs = np.asarray(jax.device_get(predict_step(variables, device_batch)))
+        extra = jax.device_get(explain_step(variables, device_batch)) if explain_step is not None else {}
+        for row, (i, t) in enumerate(entries):
+            image = open_images[i]
+            image.add(t, probs[row], extra["features"][row] if "features" in extra else None,
+                      np.asarray(extra["cams"][row]) if "cams" in extra else None)
+            if image.done:
+                yield open_images.pop(i).result()
+
+    for item in items:
+        if item.problem:
+            yield {"index": item.index, "id": item.image_id, "problem": item.problem}
+            continue
+        open_images[item.index] = _Image(item)
+        queue += [(item.index, t) for t in range(len(item.tiles))]
+        while len(queue) >= batch_size:
+            yield from run(queue[:batch_size])
+            queue = queue[batch_size:]
+    if queue:
+        yield from run(queue)
+
+
+def shown_classes(probs: np.ndarray, predicted: np.ndarray) -> list[int]:
+    """The classes whose maps are drawn: the predicted ones, or the most probable one if none is."""
+    chosen = np.flatnonzero(predicted)
+    return [int(c) for c in chosen] if len(chosen) else [int(np.argmax(probs))]
+
+
+def predictions_frame(ids, probs: np.ndarray, preds: np.ndarray) -> pd.DataFrame:
+    """Id, Predicted_names ("; "-separated), Predicted (space-separated indices, as a Kaggle
+    submission), then one probability column per class name."""
+    chosen = [np.flatnonzero(row) for row in preds]
+    frame = pd.DataFrame({"Id": list(ids),
+                          "Predicted_names": ["; ".join(CLASS_NAMES[c] for c in row) for row in chosen],
+                          "Predicted": [" ".join(str(c) for c in row) for row in chosen]})
+    return pd.concat([frame, pd.DataFrame(np.asarray(probs, np.float32), columns=list(CLASS_NAMES))], axis=1)
+
+
+def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, tta: bool = False,
+                   cams: bool = False, cam_shifts: int = 4, embeddings: bool = False, skip_bad: bool = False,
+                   checkpoint: str | None = None, batch_size: int = 0, progress: bool = True) -> dict:
+    """Predicts every image set in `images` with the run in `workdir`; writes into `out` (see the
+    module doc) and returns {"ids", "probs", "preds", "features", "skipped", "step", "size"}."""
+    workdir, images, out = pathlib.Path(workdir), pathlib.Path(images), pathlib.Path(out)
+    if fit not in ("resize", "tile"):
+        raise ConfigError(f"unknown --fit {fit!r}: expected resize or tile")
+    config = run_config(workdir)
+    if tta:
+        config.eval.tta = tuple(range(8))
+    if batch_size:
+        config.eval.batch_size = batch_size
+    side, why = input_size(config, size)
+    sets, bad = folder.scan(images)
+    source = folder.FolderSource.from_config(config.data, images, sets, size=side, tile=fit == "tile")
+    if bad and not skip_bad:   # read the others once (no model) to name every bad image in one line
+        raise DataError(folder.problems_line(images, bad | unreadable(source, config, progress)))
+    thresholds, threshold_source = run_thresholds(workdir, config)
+    model, mesh, variables, step = inference.restore_variables(config, workdir, checkpoint or config.eval.checkpoint)
+    sharding.check_divisible(config.eval.batch_size, mesh, "eval.batch_size (--batch_size)")
+    predict_step = inference.make_predict_step(model, config, mesh)
+    if cams:
+        explain.check_has_map(model, config.model.name)
+    explain_step = (explain.make_explain_step(model, config, mesh, cams=cams, features=embeddings,
+                                              cam_shifts=cam_shifts) if cams or embeddings else None)
+
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / ".cams-partial"
+    if cams:
+        shutil.rmtree(staging, ignore_errors=True)
+    results, skipped = [], dict(bad)
+    bar = tqdm(total=len(source), desc="predict", unit="image", dynamic_ncols=True, disable=not progress)
+    try:
+        for result in predict_images(source, variables, mesh, config, predict_step, explain_step):
+            bar.update()
+            if "problem" in result:
+                skipped[result["id"]] = result["problem"]
+                continue
+            predicted = postprocess.apply_thresholds(result["probs"][None], thresholds, config.eval.force_one)[0]
+            if cams:
+                maps = {c: result["cam"][c] for c in shown_classes(result["probs"], predicted)}
+                cams_lib.write_cams(staging, result["id"], result["image"], maps, result["probs"], predicted)
+            results.append((result["id"], result["probs"], predicted, result["features"]))
+        bar.close()
+        if skipped and not skip_bad:
+            raise DataError(folder.problems_line(images, skipped))
+        if not results:
+            raise DataError(f"{images}: no image could be read ({len(skipped)} skipped)")
+    except BaseException:
+        bar.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    ids = [r[0] for r in results]
+    probs = np.stack([r[1] for r in results])
+    preds = np.stack([r[2] for r in results])
+    outputs.write_text(out / "predictions.csv", predictions_frame(ids, probs, preds).to_csv(index=False,
+                                                                                            float_format="%.6f"))
+    outputs.save_probs(out / "probs.npz", ids, probs)
+    skipped_path = out / "skipped.csv"
+    if skipped:
+        outputs.write_text(skipped_path, pd.DataFrame({"Id": list(skipped), "problem": list(skipped.values())})
+                           .sort_values("Id").to_csv(index=False))
+    elif skipped_path.is_file():
+        skipped_path.unlink()   # a previous run's list; this run skipped nothing
+    features = None
+    if embeddings:
+        features = np.stack([r[3] for r in results])
+        embeddings_lib.save_embeddings(out / "embeddings.npz", ids, features)
+        embeddings_lib.plot_pca(out / "embeddings_pca.png", features, probs)
+    if cams:
+        shutil.rmtree(out / "cams", ignore_errors=True)
+        staging.replace(out / "cams")
+    tiling = "tiles of" if fit == "tile" else "resized to"
+    print(f"predict (step {step}): {len(ids)} images, {tiling} {side} px ({why}), TTA x{len(config.eval.tta)}, "
+          f"thresholds {threshold_source} -> {out / 'predictions.csv'}"
+          + (f"; skipped {len(skipped)} -> {skipped_path}" if skipped else ""))
+    return {"ids": ids, "probs": probs, "preds": preds, "features": features, "skipped": skipped, "step": step,
+            "size": side}

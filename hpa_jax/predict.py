@@ -1,0 +1,72 @@
+"""`python -m hpa_jax.predict --workdir=RUN --images=DIR --out=OUT`: a trained run on a folder of
+one's own fields, no CSV needed; the command line of `folder_predict.predict_folder`.
+
+Every `{Id}_{red,green,blue,yellow}.{png,tif,jpg}` set in DIR, of any size, is predicted with the
+run's checkpoint and thresholds (`RUN/thresholds.json` when it has one, else its
+`eval.threshold`); OUT gets `predictions.csv` (Id, predicted class names and indices, one
+probability column per class), `probs.npz`, and on request `cams/` (`--cams`) and
+`embeddings.npz` with `embeddings_pca.png` (`--embeddings`). An image with a missing or
+unreadable channel file stops it with one line naming every such image, and nothing written,
+unless `--skip_bad` (then `skipped.csv` lists them). Flags are read before jax is imported, so
+`--help` is quick.
+"""
+
+from hpa_jax.folder import PATTERN
+
+PROG = "hpa_jax.predict"
+
+
+def define_flags() -> None:
+    from absl import flags  # noqa: PLC0415
+
+    flags.DEFINE_string("workdir", None, "A training run's folder (config.json, checkpoints/, thresholds.json).")
+    flags.DEFINE_string("images", None, f"Folder of {PATTERN} files, any size.")
+    flags.DEFINE_string("out", None, "Folder for predictions.csv, probs.npz and, on request, cams/ and embeddings.")
+    flags.DEFINE_enum("fit", "resize", ["resize", "tile"],
+                      "resize: each image resized to the run's input size, as it was trained; tile: cut at its own "
+                      "resolution into tiles of that size (overlapping to cover it), predictions averaged.")
+    flags.DEFINE_integer("size", 0, "Input size; 0: the run's (data.image_size, or its training images' size).")
+    flags.DEFINE_bool("tta", False, "Average the 8 flips and rotations (default: the run's eval.tta).")
+    flags.DEFINE_bool("cams", False, "Class activation maps (Grad-CAM) of the predicted classes: OUT/cams/.")
+    flags.DEFINE_integer("cam_shifts", 4, "Maps at this many times the encoder's resolution (averaged over the "
+                         "image moved by 32/N px; N*N times the cost); 1: plain Grad-CAM.", lower_bound=1)
+    flags.DEFINE_bool("embeddings", False, "Pooled encoder features: OUT/embeddings.npz and embeddings_pca.png.")
+    flags.DEFINE_bool("skip_bad", False, "Predict the readable images and list the others in OUT/skipped.csv.")
+    flags.DEFINE_string("checkpoint", None, "best, latest or a step (default: the run's eval.checkpoint).")
+    flags.DEFINE_integer("batch_size", 0, "Images (tiles) per batch; 0: the run's eval.batch_size.")
+    flags.mark_flags_as_required(["workdir", "images", "out"])
+
+
+def main(argv):
+    import os  # noqa: PLC0415
+
+    import jax  # noqa: PLC0415 - after flag parsing: importing jax is slow
+    from absl import app, flags, logging  # noqa: PLC0415
+
+    from hpa_jax.data.datasets import default_cache_dir  # noqa: PLC0415
+    from hpa_jax.errors import one_line_errors  # noqa: PLC0415
+    from hpa_jax.folder_predict import predict_folder  # noqa: PLC0415
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    f = flags.FLAGS
+    if not f["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)   # at absl's INFO, orbax logs every file it touches
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
+    with one_line_errors(PROG):
+        predict_folder(f.workdir, f.images, f.out, fit=f.fit, size=f.size, tta=f.tta, cams=f.cams,
+                       cam_shifts=f.cam_shifts, embeddings=f.embeddings, skip_bad=f.skip_bad, checkpoint=f.checkpoint,
+                       batch_size=f.batch_size)
+
+
+def cli() -> None:
+    """The `hpa-jax-predict` console script."""
+    from hpa_jax import console  # noqa: PLC0415
+
+    define_flags()
+    console.run(main, __name__)
+
+
+if __name__ == "__main__":
+    cli()
