@@ -34,20 +34,11 @@ def tiny_run(tmp_path_factory) -> pathlib.Path:
     `data.image_size=32`): config.json, checkpoints, metrics.jsonl and tensorboard/, as a user's
     run folder is; for the tests of what reads a run."""
     from hpa_jax import train
-    from test_train_step import tiny_config
+    from test_pipeline_state import run_config
 
     root = tmp_path_factory.mktemp("tiny_run")
-    config = tiny_config()
-    config.data.synthetic.num_train = 64       # 48 training images in 4 folds: 3 steps of 16 per epoch
-    config.data.synthetic.num_test = 1
-    config.data.synthetic.image_size = 32
-    config.data.synthetic.cache_dir = str(root / "cache")
+    config = run_config(root)                  # 2 epochs of 3 steps on 32 px fields
     config.data.image_size = 32                # recorded in config.json: every predicted image is resized to it
-    config.data.num_folds = 4
-    config.data.num_threads = 2
-    config.train.batch_size = 16
-    config.eval.batch_size = 16
-    config.train.num_epochs = 2
-    config.checkpoint.keep = 1
+    config.checkpoint.every_steps = 0
     train.train_and_evaluate(config, root / "run")
     return root / "run"
