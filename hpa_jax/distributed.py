@@ -3,7 +3,7 @@
 Every process runs the same command; `initialize` joins them into one runtime, after which
 `jax.devices()` lists the devices of all of them and the train step's mesh spans them all.
 Process 0 is the primary: it writes the run's files and prints; every process reads its share of
-each batch (`sharding.process_rows`) and reports its own errors.
+each batch (`pipeline.train_batches`) and reports its own errors.
 """
 
 import contextlib

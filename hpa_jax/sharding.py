@@ -4,7 +4,7 @@ mesh that give the same bits however the devices are spread over processes.
 All devices of all processes form one mesh axis, `MESH_AXIS`; params are replicated and batches
 split on their leading axis. The mesh lists devices process by process, so each process's
 devices hold one contiguous block of the global batch: process p feeds rows
-[p * B/P, (p + 1) * B/P) of every global batch (`process_rows`).
+[p * B/P, (p + 1) * B/P) of every global batch (`pipeline.train_batches`, `eval_batches`).
 """
 
 import functools
@@ -37,14 +37,6 @@ def put_batch(mesh: Mesh, batch):
     """Host arrays of this process's share of the global batch -> global arrays split over the mesh."""
     sharding = batch_sharding(mesh)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
-
-
-def process_rows(global_batch: int, process_index: int | None = None, process_count: int | None = None) -> slice:
-    """The rows of a global batch this process feeds to its devices."""
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-    local = global_batch // process_count
-    return slice(process_index * local, (process_index + 1) * local)
 
 
 def check_divisible(batch_size: int, mesh: Mesh, name: str) -> None:
