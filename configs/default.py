@@ -11,6 +11,29 @@ from ml_collections import config_dict
 HPA_MEAN = (0.0746, 0.0506, 0.0509, 0.0763)
 HPA_STD = (0.1228, 0.0857, 0.1299, 0.1194)
 
+# Training sets (`--config=configs/resnet50.py:SETUP`; `data.sources` entries are
+# NAME=FORMAT:IMAGES[:CSV], relative to data.dir, see hpa_jax/data/combined.py).
+# "kaggle+hpav18" is the paper's: the Kaggle PNGs with the HPAv18 external JPEGs, Kaggle listed
+# first so that near-duplicate dropping keeps its copy; data.dir holds the Kaggle layout plus
+# hpav18/{Id}_{color}.jpg and HPAv18RBGY_wodpl.csv (the published label file).
+TRAINING_SETS = {
+    "kaggle": (),
+    "kaggle+hpav18": ("kaggle=png:train:train.csv", "hpav18=jpg:hpav18:HPAv18RBGY_wodpl.csv"),
+}
+
+
+def with_training_set(c: ml_collections.ConfigDict, setup: str | None) -> ml_collections.ConfigDict:
+    """`c` with `data.sources` set to the named training set (None or "kaggle": the Kaggle images
+    alone); the paper's setup also drops near-duplicates across the sources, as the paper did."""
+    setup = setup or "kaggle"
+    if setup not in TRAINING_SETS:
+        raise ValueError(f"unknown training set {setup!r} after the config's ':'; expected one of "
+                         f"{', '.join(TRAINING_SETS)}")
+    c.data.sources = TRAINING_SETS[setup]
+    if setup == "kaggle+hpav18":
+        c.data.duplicates = "drop"
+    return c
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -23,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.source = "kaggle"                       # "kaggle" (a folder in the Kaggle layout) | "synthetic"
     c.data.dir = config_dict.placeholder(str)      # required for "kaggle": train.csv, train/, test/, sample_submission.csv
     c.data.format = "png"                          # channel files: "png" (Kaggle) | "tif" (full-size originals) | "jpg" (HPAv18)
+    # Training images from several sources, each NAME=FORMAT:IMAGES[:CSV] (paths relative to data.dir),
+    # e.g. ("kaggle=png:train", "hpav18=jpg:hpav18:HPAv18RBGY_wodpl.csv"); () = data.dir's train/ + train.csv
+    c.data.sources = ()
     c.data.yellow = "mean_rg"                      # jpg: yellow plane from the RGB yellow file: "mean_rg" | "red" | "green"
     c.data.depth16 = "linear"                      # tif: 16 -> 8 bit: "linear" (x / 257) | "percentile" (0.1-99.9% stretch)
     c.data.resample = "lanczos"                    # resize filter: "lanczos" | "bilinear" | "box"

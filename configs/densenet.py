@@ -9,8 +9,9 @@ winner's DenseNet head (BatchNorm before each FC) is `--config.model.head.batch_
 from hpa_jax.configs import resnet50
 
 
-def get_config():
-    c = resnet50.get_config()
+def get_config(setup=None):
+    """`setup`: the training set after the config's ':' (`default.TRAINING_SETS`), e.g. `kaggle+hpav18`."""
+    c = resnet50.get_config(setup)
     c.model.name = "densenet121"
     c.optim.lr = 4e-3
     c.optim.group_lr_multipliers = (0.5, 1.0)

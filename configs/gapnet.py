@@ -13,7 +13,8 @@ import ml_collections
 from hpa_jax.configs import default
 
 
-def get_config():
+def get_config(setup=None):
+    """`setup`: the training set after the config's ':' (`default.TRAINING_SETS`), e.g. `kaggle+hpav18`."""
     c = default.get_config()
     c.model.name = "gapnet_pl"
     # "we add some convolutional blocks in the first step, thus passing more features to the
@@ -32,4 +33,4 @@ def get_config():
     c.optim.momentum = 0.9
     c.optim.l1 = 1e-7
     c.optim.weight_decay = 1e-5
-    return c
+    return default.with_training_set(c, setup)

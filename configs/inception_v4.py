@@ -8,8 +8,9 @@ no LRs for InceptionV4; resnet50.py's [1e-2, 2e-2] cycles are kept.
 from hpa_jax.configs import resnet50
 
 
-def get_config():
-    c = resnet50.get_config()
+def get_config(setup=None):
+    """`setup`: the training set after the config's ':' (`default.TRAINING_SETS`), e.g. `kaggle+hpav18`."""
+    c = resnet50.get_config(setup)
     c.model.name = "inception_v4"
     c.model.head.layers = ((1024, 0.5),)
     c.train.batch_size = 48

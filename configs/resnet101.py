@@ -6,8 +6,9 @@ a 0.5 dropout ratio". Everything else (LRs, cycles, crops, batch, E-loss) is res
 from hpa_jax.configs import resnet50
 
 
-def get_config():
-    c = resnet50.get_config()
+def get_config(setup=None):
+    """`setup`: the training set after the config's ':' (`default.TRAINING_SETS`), e.g. `kaggle+hpav18`."""
+    c = resnet50.get_config(setup)
     c.model.name = "resnet101"
     c.model.head.layers = ((4096, 0.25), (1024, 0.5))
     return c

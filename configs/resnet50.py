@@ -8,7 +8,8 @@ Three cosine cycles of 4 epochs restart at the base LR (12 epochs).
 from hpa_jax.configs import default
 
 
-def get_config():
+def get_config(setup=None):
+    """`setup`: the training set after the config's ':' (`default.TRAINING_SETS`), e.g. `kaggle+hpav18`."""
     c = default.get_config()
     c.model.name = "resnet50"
     c.model.head.pool = "acp"
@@ -29,4 +30,4 @@ def get_config():
     # to no weighting, so 0.99 (~9.5x).
     c.loss.name = "bce+focal"
     c.loss.e_alpha = 0.99
-    return c
+    return default.with_training_set(c, setup)

@@ -11,8 +11,9 @@ best checkpoint by validation macro-F1 is what evaluation and prediction use.
 from hpa_jax.configs import resnet50
 
 
-def get_config():
-    c = resnet50.get_config()
+def get_config(setup=None):
+    """`setup`: the training set after the config's ':' (`default.TRAINING_SETS`), e.g. `kaggle+hpav18`."""
+    c = resnet50.get_config(setup)
     c.model.name = "seresnext50_32x4d"
     c.optim.lr = 5e-3
     c.optim.group_lr_multipliers = (0.2, 0.6, 1.0)

@@ -284,8 +284,8 @@ def train_and_evaluate(config, workdir) -> dict:
     dataset = distributed.primary_first(load_dataset, config)
     train_idx, val_idx = dataset.split(config.data.fold)
     outputs.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
-    outputs.write_text(workdir / "folds.csv",
-                       "Id,fold\n" + "".join(f"{i},{f}\n" for i, f in zip(dataset.train_ids, dataset.folds)))
+    outputs.write_text(workdir / "folds.csv", "Id,fold,source\n" + "".join(
+        f"{i},{f},{n}\n" for i, f, n in zip(dataset.train_ids, dataset.folds, dataset.train_source_names)))
 
     mesh = sharding.make_mesh()
     sharding.check_divisible(config.train.batch_size, mesh, "train.batch_size")

@@ -19,6 +19,7 @@ from bench_util import REPO, _read, machine, merge_rows, section_body, table_row
 import numpy as np  # noqa: E402
 
 import benchmark_models  # noqa: E402
+import benchmark_scale  # noqa: E402
 
 DOC = REPO / "docs" / "performance.md"
 
@@ -382,6 +383,8 @@ BENCHMARKS = {
     "bfloat16": (add_bfloat16_arguments, run_bfloat16, "the quickstart in bfloat16 vs float32 over seeds"),
     "models": (benchmark_models.add_arguments, benchmark_models.run,
                "encoders: parameters, timm parity, training images/s vs timm; grouped convolutions"),
+    "scale": (benchmark_scale.add_arguments, benchmark_scale.run,
+              "the data tools at 31,072 and 105,678 images: time and peak memory"),
 }
 
 

@@ -1,5 +1,5 @@
 """Command line: `python -m hpa_jax.data.check --data_dir=D [--csv=train.csv] [--subdir=train]
-[--format=png] [--max_examples=5]`.
+[--format=png] [--max_examples=5] [--sources=NAME=FORMAT:IMAGES[:CSV] ...]`.
 
 Scans a dataset and reports every problem, grouped by kind with a count and the first
 examples: the label CSV (missing, empty, malformed, duplicate Ids, Target tokens that are not
@@ -10,10 +10,14 @@ this finds them all in one pass. Exit code 0 when clean, 1 when anything is wron
 
 The checks are the readers' own (`kaggle.labels_problems`, `sources.image_problems`), so a
 dataset that checks clean is one training reads.
+
+`--sources`, repeated, checks every source of a combined training set (`data.sources`; see
+`hpa_jax.data.combined`) in turn, then their union: Ids in more than one source, sizes that differ.
+Reading is streamed (`parallel.ordered_map`): memory holds the labels and the problems found,
+not the images, so 100k images check in the memory of a few.
 """
 
 import collections
-import concurrent.futures
 import dataclasses
 import pathlib
 import sys
@@ -21,7 +25,7 @@ import sys
 from absl import app, flags
 
 from hpa_jax import console
-from hpa_jax.data import kaggle, sources
+from hpa_jax.data import combined, kaggle, parallel, sources
 from hpa_jax.data.kaggle import Problem
 from hpa_jax.errors import DataError, one_line_errors
 
@@ -29,6 +33,7 @@ PROG = "hpa_jax.data.check"
 MISSING_FOLDER = "missing image folder"
 EXTRA_FILE = "extra channel file (Id not in the CSV)"
 UNEXPECTED_NAME = "unexpected file name"
+ID_IN_TWO_SOURCES = "Id in more than one source"
 
 FLAGS = flags.FLAGS
 
@@ -43,6 +48,8 @@ def define_flags() -> None:
                       "Channel file format: png (Kaggle), tif (full size), jpg (HPAv18).")
     flags.DEFINE_integer("max_examples", 5, "Examples printed per problem kind.")
     flags.DEFINE_integer("num_threads", 4, "Threads decoding images.")
+    flags.DEFINE_multi_string("sources", [], combined.SOURCES_HELP + " Checks each, then their union; --csv, "
+                                             "--subdir and --format are then unused.")
     flags.mark_flag_as_required("data_dir")
 
 
@@ -83,7 +90,12 @@ def check_dataset(data_dir, *, csv: str = "train.csv", subdir: str = "train", fm
     data_dir = pathlib.Path(data_dir).expanduser()
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: --data_dir is not a folder")
-    csv_path, folder = data_dir / csv, data_dir / subdir
+    return check_files(data_dir / csv, data_dir / subdir, fmt=fmt, num_threads=num_threads, progress=progress)
+
+
+def check_files(csv_path, folder, *, fmt: str = "png", num_threads: int = 4, progress: bool = True) -> CheckResult:
+    """`check_dataset` on a label CSV and an image folder given by their paths (one source)."""
+    csv_path, folder = pathlib.Path(csv_path), pathlib.Path(folder)
     frame, problems = kaggle.labels_problems(csv_path)
     notes = []
     if not folder.is_dir():
@@ -109,15 +121,38 @@ def check_dataset(data_dir, *, csv: str = "train.csv", subdir: str = "train", fm
     shapes = collections.Counter()
     from tqdm import tqdm
 
-    with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
-        for shape, image_problems in tqdm(pool.map(inspect, ids), total=len(ids), desc="checking images",
-                                          unit="img", disable=not progress, file=sys.stderr):
-            problems += image_problems
-            if shape is not None:
-                shapes[shape] += 1
+    for shape, image_problems in tqdm(parallel.ordered_map(inspect, ids, num_threads=num_threads), total=len(ids),
+                                      desc="checking images", unit="img", disable=not progress, file=sys.stderr):
+        problems += image_problems
+        if shape is not None:
+            shapes[shape] += 1
     if len({s[:2] for s in shapes}) > 1:
         notes.append("images have different sizes: set data.image_size to resize them to one size")
     return CheckResult(problems, len(ids), sum(extensions.values()), shapes, notes)
+
+
+def check_sources(union, *, num_threads: int = 4, progress: bool = True) -> list[tuple[str, CheckResult]]:
+    """`check_files` on every source of a training set (`combined.Source`s), then the checks of
+    their union: an Id in two sources (which training refuses), and images of different sizes
+    across the sources (which need `data.image_size`). Returns (heading, result) per section."""
+    sections, owner, problems = [], {}, []
+    sizes = set()
+    for source in union:
+        result = check_files(source.csv, source.images, fmt=source.fmt, num_threads=num_threads, progress=progress)
+        sections.append((str(source), result))
+        sizes |= {shape[:2] for shape in result.shapes}
+        frame, _ = kaggle.labels_problems(source.csv)
+        for image_id in ([] if frame is None else dict.fromkeys(frame["Id"])):
+            first = owner.setdefault(image_id, source)
+            if first is not source:
+                problems.append(Problem(ID_IN_TWO_SOURCES, str(source.csv), f"Id {image_id} is also in {first.csv} "
+                                                                            f"(source {first.name})"))
+    notes = (["the sources' images differ in size: training on them together needs data.image_size"]
+             if len(sizes) > 1 else [])
+    total = sum(r.num_ids for _, r in sections)
+    sections.append((f"all {len(union)} sources", CheckResult(problems, total, sum(r.num_files for _, r in sections),
+                                                              collections.Counter(), notes)))
+    return sections
 
 
 def format_report(result: CheckResult, max_examples: int = 5) -> str:
@@ -144,10 +179,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     with one_line_errors(PROG):
-        result = check_dataset(FLAGS.data_dir, csv=FLAGS.csv, subdir=FLAGS.subdir, fmt=FLAGS.format,
-                               num_threads=FLAGS.num_threads)
-    print(format_report(result, FLAGS.max_examples), flush=True)
-    sys.exit(1 if result.problems else 0)
+        if FLAGS.sources:
+            sections = check_sources(combined.parse_sources(FLAGS.sources, FLAGS.data_dir),
+                                     num_threads=FLAGS.num_threads)
+        else:
+            sections = [("", check_dataset(FLAGS.data_dir, csv=FLAGS.csv, subdir=FLAGS.subdir, fmt=FLAGS.format,
+                                           num_threads=FLAGS.num_threads))]
+    for heading, result in sections:
+        print((f"== {heading}\n" if heading else "") + format_report(result, FLAGS.max_examples), flush=True)
+    sys.exit(1 if any(result.problems for _, result in sections) else 0)
 
 
 def cli():

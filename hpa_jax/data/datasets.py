@@ -1,5 +1,6 @@
-"""Resolves a config to a dataset on disk: the Kaggle layout given by `data.dir`, or the
-embedded synthetic dataset generated into a cache folder."""
+"""Resolves a config to a dataset on disk: the Kaggle layout given by `data.dir` (its training
+images from one folder, or from several sources, `data.sources`: `combined`), or the embedded
+synthetic dataset generated into a cache folder."""
 
 import dataclasses
 import os
@@ -8,26 +9,29 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from hpa_jax.data import duplicates
+from hpa_jax.data import combined, duplicates
 from hpa_jax.data import folds as folds_lib
 from hpa_jax.data import pipeline
-from hpa_jax.data.kaggle import multi_hot, read_labels_csv
 from hpa_jax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
 class HPADataset:
-    """Ids and labels of the training images, their fold, and the test Ids, all in file order."""
+    """Ids, labels and source of the training images, their fold, and the test Ids, all in file
+    order (sources in the order listed)."""
 
     root: pathlib.Path
     train_ids: np.ndarray        # (N,) str
     train_labels: np.ndarray     # (N, 28) uint8
     folds: np.ndarray            # (N,) int32
     test_ids: np.ndarray         # (M,) str, in sample_submission.csv order
+    sources: tuple[combined.Source, ...]   # where the training images are (`data.sources`)
+    train_source_index: np.ndarray         # (N,) index into `sources`
 
     @property
-    def train_dir(self) -> pathlib.Path:
-        return self.root / "train"
+    def train_source_names(self) -> np.ndarray:
+        """(N,) the name of each training image's source (`folds.csv`'s `source` column)."""
+        return np.asarray([s.name for s in self.sources])[self.train_source_index]
 
     @property
     def test_dir(self) -> pathlib.Path:
@@ -35,12 +39,20 @@ class HPADataset:
 
     def train_source(self, rows, data_config) -> pipeline.ImageSource | pipeline.PackedSource:
         """The training images at `rows` (indices into train_ids) as a grain source: read from the
-        packed store `data.packed`/train when `data.packed` is set, else decoded from train_dir."""
+        packed store `data.packed`/train when `data.packed` is set, else decoded from each row's source."""
+        rows = np.asarray(rows, np.int64)
         if data_config.get("packed"):
             return pipeline.PackedSource.from_config(data_config, pathlib.Path(data_config.packed) / "train",
                                                      self.train_ids[rows], self.train_labels[rows])
-        return pipeline.ImageSource.from_config(data_config, self.train_dir, self.train_ids[rows],
-                                                self.train_labels[rows])
+
+        def folder_source(k, positions):
+            source = self.sources[k]
+            return pipeline.ImageSource.from_config(data_config, source.images, self.train_ids[rows[positions]],
+                                                    self.train_labels[rows[positions]], fmt=source.fmt)
+
+        if len(self.sources) == 1:
+            return folder_source(0, np.arange(len(rows)))
+        return pipeline.MixedSource.from_rows(folder_source, self.train_source_index[rows])
 
     def test_source(self, data_config) -> pipeline.ImageSource | pipeline.PackedSource:
         """The test images, unlabelled, in sample_submission.csv order (from `data.packed`/test when set)."""
@@ -78,28 +90,37 @@ def resolve_root(data_config) -> pathlib.Path:
     return root
 
 
+def union_hashes(union: combined.Union, data_config) -> np.ndarray:
+    """(N,) green-channel pHashes of the union's rows, each source hashed from its own folder and
+    format and cached per folder (`duplicates.cached_hashes`)."""
+    cache_dir = data_config.duplicate_cache or default_cache_dir()
+    parts = []
+    for k, source in enumerate(union.sources):
+        cache = duplicates.cache_file(cache_dir, source.images, fmt=source.fmt)
+        parts.append(duplicates.cached_hashes(source.images, union.ids[union.rows_of(k)], cache, fmt=source.fmt,
+                                              num_threads=data_config.num_threads))
+    return np.concatenate(parts)
+
+
 def load_dataset(config) -> HPADataset:
-    """Reads the label files, handles near-duplicates (`data.duplicates`: drop them, or keep each
-    group in one fold) and assigns multi-label stratified folds (seeded by `config.seed`)."""
+    """Reads the label files of every training source, handles near-duplicates across all of them
+    (`data.duplicates`: drop them, keeping the first-listed source's copy, or keep each group in
+    one fold) and assigns multi-label stratified folds over the union (seeded by `config.seed`)."""
     root = resolve_root(config.data)
-    frame = read_labels_csv(root / "train.csv")
-    ids = frame["Id"].to_numpy()
-    labels = multi_hot(frame["labels"], config.num_classes)
+    union = combined.read_union(combined.sources_from_config(config.data, root), config.num_classes)
+    ids, labels, source_index = union.ids, union.labels, union.source
     duplicates.check_policy(config.data.duplicates)
     groups = None
     if config.data.duplicates != "none":
-        cache = duplicates.cache_file(config.data.duplicate_cache or default_cache_dir(), root / "train",
-                                      fmt=config.data.format)
-        hashes = duplicates.cached_hashes(root / "train", ids, cache, fmt=config.data.format,
-                                          num_threads=config.data.num_threads)
         rows, groups, summary = duplicates.apply_policy(
-            duplicates.group_duplicates(hashes, config.data.duplicate_distance), config.data.duplicates,
-            config.data.duplicate_distance)
-        print(summary)
-        ids, labels = ids[rows], labels[rows]
+            duplicates.group_duplicates(union_hashes(union, config.data), config.data.duplicate_distance,
+                                        progress=True),
+            config.data.duplicates, config.data.duplicate_distance)
+        print(summary.with_sources(union.source_names, rows) if len(union.sources) > 1 else summary)
+        ids, labels, source_index = ids[rows], labels[rows], source_index[rows]
     folds = folds_lib.stratified_folds(labels, config.data.num_folds, config.seed, groups=groups)
     submission = root / "sample_submission.csv"
     test_ids = (pd.read_csv(submission, dtype=str, keep_default_na=False)["Id"].to_numpy()
                 if submission.is_file() else np.array([], dtype=str))
-    return HPADataset(root=root, train_ids=ids, train_labels=labels, folds=folds,
-                      test_ids=test_ids)
+    return HPADataset(root=root, train_ids=ids, train_labels=labels, folds=folds, test_ids=test_ids,
+                      sources=union.sources, train_source_index=source_index)

@@ -33,7 +33,6 @@ Policies (`data.duplicates`):
   (`folds.stratified_folds(..., groups=groups)`).
 """
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import os
@@ -47,7 +46,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
-from hpa_jax.data import sources
+from hpa_jax.data import parallel, sources
 from hpa_jax.errors import ConfigError
 
 POLICIES = ("none", "drop", "same_fold")
@@ -117,15 +116,15 @@ def hash_images(folder, ids: Sequence[str], *, fmt: str = "png", num_threads: in
     or unreadable file raises the reader's one-line `DataError` naming it.
     """
     ids = list(ids)
+
+    def work(image_id):
+        return hash_image_file(folder, image_id, fmt=fmt, quantize=quantize)
+
     out = np.zeros(len(ids), np.uint64)
-
-    def work(i):
-        out[i] = hash_image_file(folder, ids[i], fmt=fmt, quantize=quantize)
-
-    with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
-        for _ in tqdm(pool.map(work, range(len(ids))), total=len(ids), desc="hash green channels", unit="img",
-                      disable=not progress, dynamic_ncols=True):
-            pass
+    bar = tqdm(parallel.ordered_map(work, ids, num_threads=num_threads), total=len(ids), desc="hash green channels",
+               unit="img", disable=not progress, dynamic_ncols=True)
+    for i, h in enumerate(bar):
+        out[i] = h
     return out
 
 
@@ -174,7 +173,7 @@ def _upper(b: int) -> np.ndarray:
     return np.triu(np.ones((b, b), bool), k=1)
 
 
-def group_duplicates(hashes: np.ndarray, max_distance: int, *, block: int = 256) -> np.ndarray:
+def group_duplicates(hashes: np.ndarray, max_distance: int, *, block: int = 256, progress: bool = False) -> np.ndarray:
     """(N,) uint64 hashes -> (N,) int64 group ids: images within `max_distance` differing bits
     are in one group, transitively. Groups are numbered 0, 1, ... in the file order of their
     first image; an image with no near-duplicate is a group of its own.
@@ -191,7 +190,9 @@ def group_duplicates(hashes: np.ndarray, max_distance: int, *, block: int = 256)
         _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
         return _renumber(first[inverse])
     rep = np.arange(n)  # rep[i]: some image of i's group so far
-    for start, dist in _distance_blocks(hashes, block):
+    blocks = tqdm(_distance_blocks(hashes, block), total=-(-n // block), desc="group near-duplicates",
+                  unit="block", disable=not progress or n <= 20 * block, dynamic_ncols=True)
+    for start, dist in blocks:
         close = dist <= max_distance
         b = close.shape[0]
         close[:, :b] &= _upper(b)
@@ -249,6 +250,15 @@ class DuplicateSummary:
                   "same_fold": "each group kept in one fold"}.get(self.policy, "no action")
         return (f"near-duplicates (green pHash, Hamming <= {self.max_distance}): {self.num_groups} groups of "
                 f"{self.images_in_groups} images among {self.num_images}; {action}")
+
+    def with_sources(self, source_names: np.ndarray, kept_rows: np.ndarray) -> str:
+        """The summary line, with how many images of each source `drop` dropped (a union of sources)."""
+        if self.policy != "drop":
+            return str(self)
+        dropped = np.ones(len(source_names), bool)
+        dropped[kept_rows] = False
+        names, counts = np.unique(np.asarray(source_names)[dropped], return_counts=True)
+        return f"{self} ({', '.join(f'{n}: {c}' for n, c in zip(names, counts)) or 'none'} dropped)"
 
 
 def check_policy(policy: str) -> None:

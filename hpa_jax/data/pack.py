@@ -17,12 +17,19 @@ keeps the stored size, which must then be the same for every image. The store is
 temporary folder beside `P` and renamed to `P` only when complete, so a store that exists is whole;
 a bad file stops the run with a one-line error naming it and removes the partial folder.
 
+`--sources=NAME=FORMAT:IMAGES[:CSV]`, repeated, packs the union of several sources instead (as
+`data.sources` lists them, relative to `--data_dir`; `--size` required), e.g. the Kaggle PNGs and
+the HPAv18 JPEGs in one store:
+
+    python -m hpa_jax.data.pack --data_dir=D --size=512 --out=P/train \\
+        --sources=kaggle=png:train:train.csv --sources=hpav18=jpg:hpav18:HPAv18RBGY_wodpl.csv
+
 Training reads stores with `data.packed=P`: `P/train` (from `--subdir=train --out=P/train`)
 for the training and validation images, `P/test` (from `--subdir=test --csv=sample_submission.csv
 --out=P/test`) for prediction; see `pipeline.PackedSource`.
 """
 
-import concurrent.futures
+import collections
 import datetime
 import json
 import os
@@ -33,7 +40,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from hpa_jax.data import kaggle, sources
+from hpa_jax.data import combined, kaggle, parallel, sources
 from hpa_jax.errors import DataError, file_errors, one_line_errors
 
 PROG = "hpa_jax.data.pack"
@@ -70,55 +77,87 @@ def pack_folder(folder, ids, out, *, fmt: str = "png", size: int = 0, yellow: st
     """Packs the images `ids` of `folder` into the store `out` (see the module doc); returns `out`.
 
     Raises a one-line `DataError` naming the first bad file (nothing is left at `out` then)."""
-    folder, out = pathlib.Path(folder).expanduser(), pathlib.Path(out).expanduser()
+    folder = pathlib.Path(folder).expanduser()
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder not found")
+    return pack_images([(folder, fmt, str(i)) for i in ids], out, size=size, yellow=yellow, resample=resample,
+                       depth16=depth16, num_threads=num_threads, overwrite=overwrite, progress=progress,
+                       meta={"source": str(folder.resolve()), "format": fmt}, command=command, name=folder.name)
+
+
+def pack_sources(sources, out, *, size: int, num_classes: int = 28, **kwargs) -> pathlib.Path:
+    """Packs the union of several sources (`combined.Source`s, e.g. Kaggle PNGs and HPAv18 JPEGs)
+    into one store, every image resized to `size`, in the union's row order (what
+    `data.sources` trains on); `kwargs` as `pack_folder`'s."""
+    if len(sources) > 1 and not size:
+        raise DataError("packing several sources needs --size: their images may differ in size")
+    for source in sources:
+        if not source.images.is_dir():
+            raise DataError(f"{source.images}: image folder of source {source.name} not found")
+    union = combined.read_union(sources, num_classes)
+    entries = [(sources[k].images, sources[k].fmt, str(i)) for i, k in zip(union.ids, union.source)]
+    meta = {"source": ", ".join(str(s.images.resolve()) for s in sources),
+            "format": ",".join(sorted({s.fmt for s in sources})),
+            "sources": [{"name": s.name, "format": s.fmt, "images": str(s.images.resolve()), "csv": str(s.csv.resolve()),
+                         "count": n} for s, n in zip(sources, union.counts().values())]}
+    return pack_images(entries, out, size=size, meta=meta, name="+".join(s.name for s in sources), **kwargs)
+
+
+def pack_images(entries, out, *, size: int = 0, yellow: str = "mean_rg", resample: str = "lanczos",
+                depth16: str = "linear", num_threads: int = 4, overwrite: bool = False, progress: bool = True,
+                meta: dict | None = None, command: str = "", name: str = "") -> pathlib.Path:
+    """Packs `entries`, (folder, format, Id) triples, into the store `out` in their order.
+
+    Memory stays flat whatever the count: the images are read by `num_threads` threads a few
+    ahead of the writer (`parallel.ordered_map`) and appended to the `.npy` file, not held in a
+    memory map (whose dirty pages would count as the process's own)."""
+    out = pathlib.Path(out).expanduser()
     if out.exists() and not overwrite:
         raise DataError(f"{out}: already exists (remove it or pass --overwrite)")
-    ids = [str(i) for i in ids]
-    if not ids:
-        raise DataError(f"{folder}: no images to pack")
+    entries = list(entries)
+    if not entries:
+        raise DataError(f"{out}: no images to pack")
+    ids = [image_id for _, _, image_id in entries]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i, n in collections.Counter(ids).items() if n > 1)
+        raise DataError(f"{out}: Id {dup} is listed twice; a store keys its images by Id")
 
-    def read(image_id):
+    def read(entry):
+        folder, fmt, image_id = entry
         return sources.read_sample(folder, image_id, fmt=fmt, size=size, yellow=yellow, resample=resample,
                                    depth16=depth16)
 
-    first = read(ids[0])                       # the shape of the store (and an early error for a bad folder)
+    first = read(entries[0])                   # the shape of the store (and an early error for a bad folder)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        images = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=np.uint8, shape=(len(ids), *first.shape))
         from tqdm import tqdm
 
-        pool = concurrent.futures.ThreadPoolExecutor(max(1, num_threads))
-        try:
-            reads = pool.map(read, ids[1:])
-            bar = tqdm(total=len(ids), desc=f"packing {folder.name}", unit="img", disable=not progress,
-                       file=sys.stderr, smoothing=0.1)
-            with bar:
-                images[0] = first
+        shape = (len(entries), *first.shape)
+        with open(tmp / IMAGES, "wb") as f, tqdm(total=len(entries), desc=f"packing {name}", unit="img",
+                                                  disable=not progress, file=sys.stderr, smoothing=0.1) as bar:
+            np.lib.format.write_array_header_2_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                                     "fortran_order": False, "shape": shape})
+            f.write(first.tobytes())
+            bar.update()
+            reads = parallel.ordered_map(read, entries[1:], num_threads=num_threads)
+            for (folder, fmt, image_id), image in zip(entries[1:], reads):
+                if image.shape != first.shape:
+                    path = pathlib.Path(folder) / f"{image_id}_red{sources.EXTENSIONS[fmt]}"
+                    raise DataError(f"{path}: image is {image.shape[0]}x{image.shape[1]}, the first "
+                                    f"({ids[0]}) is {first.shape[0]}x{first.shape[1]}: pass --size to resize "
+                                    f"all to one size")
+                f.write(image.tobytes())
                 bar.update()
-                for row, image in enumerate(reads, start=1):
-                    if image.shape != first.shape:
-                        path = folder / f"{ids[row]}_red{sources.EXTENSIONS[fmt]}"
-                        raise DataError(f"{path}: image is {image.shape[0]}x{image.shape[1]}, the first "
-                                        f"({ids[0]}) is {first.shape[0]}x{first.shape[1]}: pass --size to resize "
-                                        f"all to one size")
-                    images[row] = image
-                    bar.update()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)   # at an error: no waiting for the queued reads
-        images.flush()
-        del images
         pd.DataFrame({"Id": ids}).to_csv(tmp / INDEX, index=False)
         from hpa_jax import __version__ as version
 
-        meta = {"source": str(folder.resolve()), "format": fmt, "yellow": yellow, "resample": resample,
-                "depth16": depth16, "size": int(first.shape[0]), "resized": bool(size), "count": len(ids),
-                "shape": list((len(ids), *first.shape)), "dtype": "uint8", "channels": "R,G,B,Y",
-                "created_by": f"{PROG} (hpa_jax {version})", "command": command,
+        meta = {**(meta or {}), "yellow": yellow, "resample": resample, "depth16": depth16,
+                "size": int(first.shape[0]), "resized": bool(size), "count": len(entries), "shape": list(shape),
+                "dtype": "uint8", "channels": "R,G,B,Y", "created_by": f"{PROG} (hpa_jax {version})",
+                "command": command,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():                       # --overwrite: the old store goes only once the new one is whole
@@ -157,6 +196,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("depth16", "linear", sources.DEPTH16_RULES, "16-bit TIFF to 8-bit rule.")
     flags.DEFINE_integer("num_threads", 4, "Threads decoding images.")
     flags.DEFINE_bool("overwrite", False, "Replace an existing store (once the new one is complete).")
+    flags.DEFINE_multi_string("sources", [], combined.SOURCES_HELP + " Packs their union; --subdir, --csv and "
+                                             "--format are then unused.")
     flags.mark_flags_as_required(["data_dir", "out"])
 
 
@@ -168,13 +209,18 @@ def main(argv):
     f = flags.FLAGS
     data_dir = pathlib.Path(f.data_dir).expanduser()
     folder = data_dir / f.subdir
+    options = dict(size=f.size, yellow=f.yellow, resample=f.resample, depth16=f.depth16, num_threads=f.num_threads,
+                   overwrite=f.overwrite, command=" ".join(["python -m", PROG, *sys.argv[1:]]))
     with one_line_errors(PROG), file_errors(f.out, "writing the store", kinds=(OSError,)):   # disk full
-        ids = read_ids(data_dir, f.csv, folder, f.format)
-        out = pack_folder(folder, ids, f.out, fmt=f.format, size=f.size, yellow=f.yellow, resample=f.resample,
-                          depth16=f.depth16, num_threads=f.num_threads, overwrite=f.overwrite,
-                          command=" ".join(["python -m", PROG, *sys.argv[1:]]))
+        if f.sources:
+            union = combined.parse_sources(f.sources, data_dir)
+            out = pack_sources(union, f.out, **options)
+        else:
+            ids = read_ids(data_dir, f.csv, folder, f.format)
+            out = pack_folder(folder, ids, f.out, fmt=f.format, **options)
     meta = read_meta(out)
-    print(f"packed {meta['count']} images of {meta['size']}x{meta['size']}x4 from {folder} -> {out} "
+    origin = (" + ".join(f"{s['name']} ({s['count']})" for s in meta["sources"]) if f.sources else str(folder))
+    print(f"packed {meta['count']} images of {meta['size']}x{meta['size']}x4 from {origin} -> {out} "
           f"({(out / IMAGES).stat().st_size / 2**20:.1f} MiB)", flush=True)
 
 

@@ -35,9 +35,10 @@ class ImageSource:
     depth16: str = "linear"
 
     @classmethod
-    def from_config(cls, data_config, folder, ids, labels) -> "ImageSource":
+    def from_config(cls, data_config, folder, ids, labels, fmt: str | None = None) -> "ImageSource":
+        """The source with the config's reader rules; `fmt` overrides `data.format` (a source of `data.sources`)."""
         return cls(pathlib.Path(folder), np.asarray(ids), np.asarray(labels), data_config.image_size,
-                   data_config.format, data_config.yellow, data_config.resample, data_config.depth16)
+                   fmt or data_config.format, data_config.yellow, data_config.resample, data_config.depth16)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -48,6 +49,47 @@ class ImageSource:
                             resample=self.resample, depth16=self.depth16)
         return {"image": image, "labels": self.labels[index], "index": np.int32(index)}
 
+
+class MixedSource:
+    """grain random-access source whose rows come from several `ImageSource`s (a training set of
+    `data.sources`, e.g. Kaggle PNGs and HPAv18 JPEGs): row i is row `within[i]` of `parts[part[i]]`,
+    with its `index` i, as one folder's source would give it."""
+
+    def __init__(self, parts, part, within):
+        self.parts = tuple(parts)
+        self.part = np.asarray(part, np.int64)
+        self.within = np.asarray(within, np.int64)
+        first = self.parts[0]
+        self.ids = np.empty(len(self.part), object)
+        self.labels = np.zeros((len(self.part), first.labels.shape[1]), first.labels.dtype)
+        for p, source in enumerate(self.parts):
+            mine = self.part == p
+            self.ids[mine] = source.ids[self.within[mine]]
+            self.labels[mine] = source.labels[self.within[mine]]
+        self.ids = self.ids.astype(str)
+
+    @classmethod
+    def from_rows(cls, make_part, source_of_row: np.ndarray) -> "MixedSource":
+        """`source_of_row[i]`: the source of row i; `make_part(k, positions)` builds the `ImageSource`
+        of source k's rows at those positions, in order."""
+        source_of_row = np.asarray(source_of_row)
+        kinds = np.unique(source_of_row)
+        part = np.searchsorted(kinds, source_of_row)
+        within = np.zeros(len(source_of_row), np.int64)
+        parts = []
+        for p, k in enumerate(kinds):
+            positions = np.flatnonzero(part == p)
+            within[positions] = np.arange(len(positions))
+            parts.append(make_part(int(k), positions))
+        return cls(parts, part, within)
+
+    def __len__(self) -> int:
+        return len(self.part)
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        example = self.parts[self.part[index]][self.within[index]]
+        return {**example, "index": np.int32(index)}
 
 
 class PackedSource:

@@ -1,5 +1,5 @@
 """Command line: `python -m hpa_jax.data.stats --data_dir=D [--subdir=train] [--format=png]
-[--limit=N] [--size=0]`.
+[--limit=N] [--size=0] [--sources=NAME=FORMAT:IMAGES[:CSV] ...]`.
 
 Per-channel mean and standard deviation of a folder's images scaled to [0, 1], read exactly as
 training reads them (`sources.read_sample`), printed as config lines to paste:
@@ -12,9 +12,12 @@ accumulator, so memory does not grow with the dataset and no sum loses precision
 (population, ddof=0) std are computed from the histogram in float64 at the end, two-pass.
 Every pixel weighs the same, so with images of different sizes larger images weigh more
 (`--size` resizes them all first, as `data.image_size` does in training).
+
+`--sources`, repeated, takes the images of several sources together (each folder in its own
+format, as `data.sources` lists them; see `hpa_jax.data.combined`), e.g. Kaggle PNGs and HPAv18
+JPEGs; pass `--size` then, as training resizes them to `data.image_size`.
 """
 
-import concurrent.futures
 import pathlib
 import sys
 from typing import Iterable
@@ -23,7 +26,7 @@ import numpy as np
 from absl import app, flags
 
 from hpa_jax import console
-from hpa_jax.data import sources
+from hpa_jax.data import combined, parallel, sources
 from hpa_jax.errors import DataError, one_line_errors
 
 PROG = "hpa_jax.data.stats"
@@ -42,6 +45,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("size", 0, "Resize every image to size x size first (0: as stored).")
     flags.DEFINE_enum("yellow", "mean_rg", sources.YELLOW_RULES, "HPAv18 JPEG yellow channel rule.")
     flags.DEFINE_integer("num_threads", 4, "Threads decoding images.")
+    flags.DEFINE_multi_string("sources", [], combined.SOURCES_HELP + " Statistics of all their images together; "
+                                             "--subdir and --format are then unused.")
     flags.mark_flag_as_required("data_dir")
 
 
@@ -93,7 +98,7 @@ def channel_stats(images: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     return stats.mean_std()
 
 
-def select_ids(ids: list[str], limit: int) -> list[str]:
+def select_ids(ids: list, limit: int) -> list:
     """All Ids, or `limit` of them evenly spaced over the sorted list (deterministic, and spread
     over a folder whose Ids are sorted by antibody or plate)."""
     if not limit or limit >= len(ids):
@@ -105,23 +110,43 @@ def folder_stats(folder, *, fmt: str = "png", limit: int = 0, size: int = 0, yel
                  num_threads: int = 4, progress: bool = True) -> ChannelStats:
     """Statistics of the images in `folder` (Ids from the file names); a `DataError` at the first bad image."""
     folder = pathlib.Path(folder).expanduser()
+    return entries_stats(select_ids(folder_entries(folder, fmt), limit), size=size, yellow=yellow,
+                         num_threads=num_threads, progress=progress)
+
+
+def sources_stats(union, *, limit: int = 0, size: int = 0, yellow: str = "mean_rg", num_threads: int = 4,
+                  progress: bool = True) -> ChannelStats:
+    """Statistics of the images of several sources (`combined.Source`s: each folder's files in
+    its own format) together, as `data.sources` trains on them; `limit` spreads over all of them."""
+    entries = [e for source in union for e in folder_entries(source.images, source.fmt)]
+    return entries_stats(select_ids(entries, limit), size=size, yellow=yellow, num_threads=num_threads,
+                         progress=progress)
+
+
+def folder_entries(folder: pathlib.Path, fmt: str) -> list[tuple[pathlib.Path, str, str]]:
+    """(folder, format, Id) of every image in `folder`, by file name; a `DataError` when there is none."""
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder not found")
-    ids = select_ids(list(sources.scan_folder(folder, fmt)[0]), limit)
+    ids = list(sources.scan_folder(folder, fmt)[0])
     if not ids:
         raise DataError(f"{folder}: no {{Id}}_{{color}}{sources.EXTENSIONS[fmt]} files (wrong --format?)")
+    return [(folder, fmt, image_id) for image_id in ids]
 
-    def histogram(image_id):
-        image = sources.read_sample(folder, image_id, fmt=fmt, size=size, yellow=yellow)
-        return ChannelStats.image_histogram(image)
+
+def entries_stats(entries, *, size: int = 0, yellow: str = "mean_rg", num_threads: int = 4,
+                  progress: bool = True) -> ChannelStats:
+    """Streams the images of (folder, format, Id) `entries` into a `ChannelStats`: memory holds the
+    histograms and a few images being read, however many there are."""
+    def histogram(entry):
+        folder, fmt, image_id = entry
+        return ChannelStats.image_histogram(sources.read_sample(folder, image_id, fmt=fmt, size=size, yellow=yellow))
 
     from tqdm import tqdm
 
     stats = ChannelStats()
-    with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
-        for h in tqdm(pool.map(histogram, ids), total=len(ids), desc="reading images", unit="img",
-                      disable=not progress, file=sys.stderr):
-            stats.add_histogram(h)
+    for h in tqdm(parallel.ordered_map(histogram, entries, num_threads=num_threads), total=len(entries),
+                  desc="reading images", unit="img", disable=not progress, file=sys.stderr):
+        stats.add_histogram(h)
     return stats
 
 
@@ -135,13 +160,18 @@ def config_lines(mean, std, digits: int = 4) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    folder = pathlib.Path(FLAGS.data_dir).expanduser() / FLAGS.subdir
     with one_line_errors(PROG):
-        stats = folder_stats(folder, fmt=FLAGS.format, limit=FLAGS.limit, size=FLAGS.size, yellow=FLAGS.yellow,
-                             num_threads=FLAGS.num_threads)
+        options = dict(limit=FLAGS.limit, size=FLAGS.size, yellow=FLAGS.yellow, num_threads=FLAGS.num_threads)
+        if FLAGS.sources:
+            union = combined.parse_sources(FLAGS.sources, FLAGS.data_dir)
+            stats = sources_stats(union, **options)
+            where = " + ".join(f"{s.images} ({s.fmt})" for s in union)
+        else:
+            folder = pathlib.Path(FLAGS.data_dir).expanduser() / FLAGS.subdir
+            stats = folder_stats(folder, fmt=FLAGS.format, **options)
+            where = f"{folder} ({FLAGS.format})"
         mean, std = stats.mean_std()
-    print(f"# {stats.num_images} images in {folder} ({FLAGS.format}), {stats.num_pixels} pixels per channel, "
-          f"R,G,B,Y scaled to [0, 1]")
+    print(f"# {stats.num_images} images in {where}, {stats.num_pixels} pixels per channel, R,G,B,Y scaled to [0, 1]")
     print(config_lines(mean, std), flush=True)
 
 
