@@ -139,8 +139,25 @@ def test_grouping_is_the_transitive_closure(max_distance):
         hashes.append(c ^ np.bitwise_or.reduce(np.left_shift(np.uint64(1), flips.astype(np.uint64)), initial=np.uint64(0)))
     hashes = np.array(hashes, np.uint64)
     expected = _brute_groups(hashes, max_distance)
-    for block in (1, 7, 256):
-        np.testing.assert_array_equal(duplicates.group_duplicates(hashes, max_distance, block=block), expected)
+    for block, columns in ((1, 1 << 15), (7, 1 << 15), (256, 1 << 15), (7, 10), (5, 5)):
+        np.testing.assert_array_equal(duplicates.group_duplicates(hashes, max_distance, block=block, columns=columns),
+                                      expected)
+
+
+def test_tiles_cover_every_pair_once_and_merges_in_parts_agree(monkeypatch):
+    """Tiles of a few columns count each of the N(N-1)/2 pairs once, as the full matrix does; pairs
+    merged in many small batches give the groups of one merge."""
+    rng = np.random.default_rng(1)
+    hashes = rng.integers(0, 2**63, 60, dtype=np.uint64) & np.uint64(0xFF)    # 8 bits: many close pairs
+    full = np.bitwise_count(hashes[:, None] ^ hashes[None, :])[np.triu_indices(60, k=1)]
+    expected = np.bincount(full, minlength=65)
+    for block, columns in ((256, 1 << 15), (7, 9), (1, 1)):
+        np.testing.assert_array_equal(duplicates.pair_distance_histogram(hashes, block=block, columns=columns),
+                                      expected)
+    once = duplicates.group_duplicates(hashes, 2)
+    monkeypatch.setattr(duplicates, "MERGE_PAIRS", 3)
+    np.testing.assert_array_equal(duplicates.group_duplicates(hashes, 2, block=4, columns=8), once)
+    np.testing.assert_array_equal(once, _brute_groups(hashes, 2))
 
 
 def test_chain_joins_far_ends():

@@ -22,8 +22,9 @@ A constant offset (brightness) changes only the DC coefficient and a gain change
 leave the hash as it is (unless pixels clip at 0 or 255).
 
 `group_duplicates` joins every pair within `max_distance` differing bits, transitively (A ~ B and
-B ~ C put A, B, C in one group even when A and C differ more), in blocks of rows so that the
-~480 M pairs of the 31,072 Kaggle images take seconds and little memory.
+B ~ C put A, B, C in one group even when A and C differ more), in tiles of at most 256 x 32,768
+pairs, so that the ~480 M pairs of the 31,072 Kaggle images take seconds and memory that does not
+grow with their number.
 
 Policies (`data.duplicates`):
 
@@ -156,31 +157,53 @@ def cached_hashes(folder, ids: Sequence[str], cache_path, **kwargs) -> np.ndarra
     return np.array([known[i] for i in ids], np.uint64)
 
 
-def _distance_blocks(hashes: np.ndarray, block: int):
-    """Yields (start, distances) per block of rows: the (b, N - start) uint8 Hamming distances
-    of rows start..start+b-1 against columns start..N-1. Of its first b columns only the strict
-    upper triangle (i < j) are pairs; `_upper` masks it."""
+TILE_COLUMNS = 1 << 15      # columns of one tile of distances: 256 x 32768 uint64 is 64 MiB, whatever N
+MERGE_PAIRS = 1 << 21       # close pairs held before they are merged into the groups (32 MiB of indices)
+
+
+def _distance_tiles(hashes: np.ndarray, block: int, columns: int = TILE_COLUMNS):
+    """Yields (row_start, col_start, distances) over the upper triangle of the N x N pairs, in tiles
+    of at most `block` x `columns`: the uint8 Hamming distances of rows row_start.. against
+    columns col_start.. (col_start >= row_start). In a row block's first tile (col_start ==
+    row_start) only the strict upper triangle of its first b columns are pairs; `_pairs_mask`
+    masks it. Memory is one tile, not one row block of N."""
     n = len(hashes)
-    xor = np.empty((min(block, n), n), np.uint64)
+    columns = max(int(columns), block)
+    xor = np.empty((min(block, n), min(columns, n)), np.uint64)
     for start in range(0, n, block):
         stop = min(start + block, n)
-        out = xor[:stop - start, :n - start]
-        np.bitwise_xor(hashes[start:stop, None], hashes[None, start:], out=out)
-        yield start, np.bitwise_count(out)
+        for col in range(start, n, columns):
+            out = xor[:stop - start, :min(col + columns, n) - col]
+            np.bitwise_xor(hashes[start:stop, None], hashes[None, col:col + out.shape[1]], out=out)
+            yield start, col, np.bitwise_count(out)
 
 
-def _upper(b: int) -> np.ndarray:
-    return np.triu(np.ones((b, b), bool), k=1)
+def _num_tiles(n: int, block: int, columns: int = TILE_COLUMNS) -> int:
+    columns = max(int(columns), block)
+    return sum(-(-(n - start) // columns) for start in range(0, n, block))
 
 
-def group_duplicates(hashes: np.ndarray, max_distance: int, *, block: int = 256, progress: bool = False) -> np.ndarray:
+def _pairs_mask(dist: np.ndarray, start: int, col: int) -> np.ndarray:
+    """True where a tile's entry is a pair i < j (all of it, but for the diagonal square of a row
+    block's first tile)."""
+    mask = np.ones(dist.shape, bool)
+    if col == start:
+        b = dist.shape[0]
+        mask[:, :b] = np.triu(np.ones((b, b), bool), k=1)
+    return mask
+
+
+def group_duplicates(hashes: np.ndarray, max_distance: int, *, block: int = 256, columns: int = TILE_COLUMNS,
+                     progress: bool = False) -> np.ndarray:
     """(N,) uint64 hashes -> (N,) int64 group ids: images within `max_distance` differing bits
     are in one group, transitively. Groups are numbered 0, 1, ... in the file order of their
     first image; an image with no near-duplicate is a group of its own.
 
     The closure is what union-find computes; here scipy's connected components over the pairs,
-    merged after each block of rows (each block's pairs plus an edge from every image to its
-    group so far), so memory stays O(N + pairs of one block).
+    merged whenever `MERGE_PAIRS` pairs have gathered (and at the end): those pairs plus an edge
+    from every image to its group so far. Memory stays O(N + one tile + MERGE_PAIRS), also for
+    data whose every image has hundreds of copies; real data (a few thousand close pairs among
+    the ~480 M of the 31,072 Kaggle images) merges once.
     """
     hashes = np.ascontiguousarray(hashes, np.uint64).ravel()
     n = len(hashes)
@@ -190,21 +213,30 @@ def group_duplicates(hashes: np.ndarray, max_distance: int, *, block: int = 256,
         _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
         return _renumber(first[inverse])
     rep = np.arange(n)  # rep[i]: some image of i's group so far
-    blocks = tqdm(_distance_blocks(hashes, block), total=-(-n // block), desc="group near-duplicates",
-                  unit="block", disable=not progress or n <= 20 * block, dynamic_ncols=True)
-    for start, dist in blocks:
-        close = dist <= max_distance
-        b = close.shape[0]
-        close[:, :b] &= _upper(b)
-        rows, cols = np.nonzero(close)
-        if len(rows) == 0:
-            continue
-        src = np.concatenate([rows + start, np.arange(n)])
-        dst = np.concatenate([cols + start, rep])
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def merge(rep):
+        src = np.concatenate([p[0] for p in pending] + [np.arange(n)])
+        dst = np.concatenate([p[1] for p in pending] + [rep])
+        pending.clear()
         graph = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n))
         _, component = connected_components(graph, directed=False)
         _, first, inverse = np.unique(component, return_index=True, return_inverse=True)
-        rep = first[inverse.ravel()]  # an image of each component (its first), as an image index
+        return first[inverse.ravel()]  # an image of each component (its first), as an image index
+
+    tiles = tqdm(_distance_tiles(hashes, block, columns), total=_num_tiles(n, block, columns),
+                 desc="group near-duplicates", unit="tile", disable=not progress or n <= 20 * block,
+                 dynamic_ncols=True)
+    held = 0
+    for start, col, dist in tiles:
+        rows, cols = np.nonzero((dist <= max_distance) & _pairs_mask(dist, start, col))
+        if len(rows):
+            pending.append((rows + start, cols + col))
+            held += len(rows)
+        if held >= MERGE_PAIRS:
+            rep, held = merge(rep), 0
+    if pending:
+        rep = merge(rep)
     return _renumber(rep)
 
 
@@ -223,14 +255,12 @@ def keep_first(groups: np.ndarray) -> np.ndarray:
     return keep
 
 
-def pair_distance_histogram(hashes: np.ndarray, *, block: int = 256) -> np.ndarray:
+def pair_distance_histogram(hashes: np.ndarray, *, block: int = 256, columns: int = TILE_COLUMNS) -> np.ndarray:
     """(65,) counts of the N(N-1)/2 pairs of hashes at each Hamming distance 0..64."""
     hashes = np.ascontiguousarray(hashes, np.uint64).ravel()
     counts = np.zeros(HASH_BITS + 1, np.int64)
-    for _, dist in _distance_blocks(hashes, block):
-        b = dist.shape[0]
-        counts += np.bincount(dist[:, b:].ravel(), minlength=HASH_BITS + 1)
-        counts += np.bincount(dist[:, :b][_upper(b)], minlength=HASH_BITS + 1)
+    for start, col, dist in _distance_tiles(hashes, block, columns):
+        counts += np.bincount(dist[_pairs_mask(dist, start, col)], minlength=HASH_BITS + 1)
     return counts
 
 
