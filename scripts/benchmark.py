@@ -19,6 +19,7 @@ from bench_util import REPO, _read, machine, merge_rows, section_body, table_row
 import numpy as np  # noqa: E402
 
 import benchmark_models  # noqa: E402
+import benchmark_realsize  # noqa: E402
 import benchmark_scale  # noqa: E402
 
 DOC = REPO / "docs" / "performance.md"
@@ -385,7 +386,11 @@ BENCHMARKS = {
                "encoders: parameters, timm parity, training images/s vs timm; grouped convolutions"),
     "scale": (benchmark_scale.add_arguments, benchmark_scale.run,
               "the data tools at 31,072 and 105,678 images: time and peak memory"),
+    "realsize": (benchmark_realsize.add_arguments, benchmark_realsize.run,
+                 "the six paper configs at full size: plan, CPU steps, GPU needs (docs/scaling.md)"),
 }
+# Areas that write a document of their own, whole, instead of a section of docs/performance.md.
+OWN_DOCS = {"realsize": benchmark_realsize.DOC}
 
 
 def main(argv=None):
@@ -396,9 +401,16 @@ def main(argv=None):
         add_arguments(areas.add_parser(name, help=help_text))
     args = parser.parse_args(argv)
     body = BENCHMARKS[args.area][1](args)
-    write_doc(args.doc, args.area, body)
+    if args.area in OWN_DOCS:
+        path = OWN_DOCS[args.area]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(body.strip() + "\n")
+        tmp.replace(path)
+    else:
+        path = args.doc
+        write_doc(path, args.area, body)
     print(body)
-    print(f"-> {args.doc}")
+    print(f"-> {path}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,201 @@
+"""`scripts/benchmark.py realsize`: every paper config at its real size, planned and run on this CPU;
+writes `docs/scaling.md`.
+
+For each of the six backbone configs (ResNet50, ResNet101, SE-ResNeXt50, InceptionV4,
+DenseNet121, GapNet-PL), at its real input (768 px images, 512 px crops; GapNet-PL 768) and full
+width:
+
+1. `--mode=plan` as for a GPU run of the paper's batch on 8 GPUs: 8 (simulated) devices, bfloat16,
+   the global batch rounded up to a multiple of 8, the predict step with the 8 D4 TTA views: XLA's
+   FLOPs and memory per device of both steps, and one reader worker's images/s on the real images.
+2. On this CPU (one device, float32), on the 101 real Kaggle sample images in the Kaggle layout:
+   `--mode=plan` (the measured step time), then `train` for 2 steps of 40 images in micro-batches
+   of 4 (one epoch of the 81 training images), `evaluate` on the held-out fold and `predict` on 8
+   test images, each timed as a user runs it (start-up, compiling, restoring included).
+
+What a GPU run needs is derived from the plan under stated assumptions (`--gpu_tflops`, the
+sustained bfloat16 rate of one GPU).
+"""
+
+import json
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench_util import REPO, machine, when
+
+SHARED = REPO.parent / "shared" / "data"
+DOC = REPO / "docs" / "scaling.md"
+CONFIGS = ("resnet50", "resnet101", "senet", "inception_v4", "densenet", "gapnet")
+COLORS = ("red", "green", "blue", "yellow")
+GPUS = 8
+
+
+def add_arguments(parser):
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument("--gpu_tflops", type=float, default=130.0,
+                        help="sustained bfloat16 TFLOP/s of one GPU for the projection (default 130: an H100 at "
+                             "~13%% of its 989 TFLOP/s dense peak, the ~1,000 img/s a ResNet50 at 512 px trains at)")
+    parser.add_argument("--gpu_memory_gb", type=float, default=80.0, help="memory of one GPU (H100: 80)")
+    parser.add_argument("--tmp", type=pathlib.Path, default=None)
+
+
+def kaggle_layout(root: pathlib.Path, num_test: int = 8) -> pathlib.Path:
+    """The 101 real sample images as a Kaggle-layout folder (links), with `num_test` of them as
+    the test set."""
+    import pandas as pd
+
+    sample = SHARED / "hpa_kaggle_sample"
+    root.mkdir(parents=True)
+    os.symlink(sample / "train", root / "train")
+    os.symlink(sample / "train.csv", root / "train.csv")
+    (root / "test").mkdir()
+    test_ids = pd.read_csv(sample / "train.csv", dtype=str)["Id"][:num_test].tolist()
+    for image_id in test_ids:
+        for color in COLORS:
+            os.symlink(sample / "train" / f"{image_id}_{color}.png", root / "test" / f"{image_id}_{color}.png")
+    pd.DataFrame({"Id": test_ids, "Predicted": "0"}).to_csv(root / "sample_submission.csv", index=False)
+    return root
+
+
+def paper_batch(name: str) -> int:
+    sys.path.insert(0, str(REPO))
+    import importlib
+
+    return int(importlib.import_module(f"configs.{name}").get_config().train.batch_size)
+
+
+def run_main(args: list[str], devices: int, cache: pathlib.Path) -> float:
+    """`python -m hpa_jax.main ARGS` with `devices` CPU devices; its wall time (raises on failure)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "HPA_JAX_CACHE": str(cache),
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "hpa_jax.main", *args], cwd=REPO, env=env, capture_output=True,
+                            text=True)
+    seconds = time.perf_counter() - start
+    sys.stderr.write(result.stdout[-3000:])
+    if result.returncode != 0:
+        raise RuntimeError(f"hpa_jax.main {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return seconds
+
+
+def measure_config(name: str, data: pathlib.Path, tmp: pathlib.Path) -> dict:
+    batch = paper_batch(name)
+    gpu_batch = GPUS * math.ceil(batch / GPUS)
+    base = [f"--config=configs/{name}.py", f"--config.data.dir={data}", "--config.data.num_threads=2"]
+    projection = tmp / f"{name}-gpu"
+    run_main([*base, f"--workdir={projection}", "--mode=plan", "--config.model.dtype=bfloat16",
+              f"--config.train.batch_size={gpu_batch}", f"--config.eval.batch_size={GPUS}",
+              "--config.eval.tta=(0,1,2,3,4,5,6,7)", "--config.plan.measure_steps=0",
+              "--config.plan.device_memory_gb=80"], GPUS, tmp / "cache")
+    cpu = tmp / f"{name}-cpu"
+    cpu_args = [*base, f"--workdir={cpu}", "--config.train.batch_size=40", "--config.train.accumulation_steps=10",
+                "--config.train.num_epochs=1", "--config.eval.batch_size=4", "--config.checkpoint.keep=1",
+                "--config.plan.measure_batch=10", "--config.plan.measure_steps=2"]
+    seconds = {mode: run_main([*cpu_args, f"--mode={mode}"], 1, tmp / "cache")
+               for mode in ("plan", "train", "evaluate", "predict")}
+    record = {"name": name, "paper_batch": batch, "gpu_batch": gpu_batch, "seconds": seconds,
+              "gpu_plan": json.loads((projection / "plan.json").read_text()),
+              "cpu_plan": json.loads((cpu / "plan.json").read_text()),
+              "metrics": [json.loads(line) for line in (cpu / "metrics.jsonl").read_text().splitlines()],
+              "eval": json.loads((cpu / "eval_metrics.json").read_text()), "when": when()}
+    shutil.rmtree(projection)
+    shutil.rmtree(cpu)
+    return record
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.1f}"
+
+
+def rows_for(record: dict, gpu_tflops: float, gpu_memory_gb: float) -> tuple[str, str, str]:
+    gpu, cpu = record["gpu_plan"], record["cpu_plan"]
+    train, predict, data = gpu["train_step"], gpu["predict_step"], gpu["data"]
+    per_device = train["per_device_batch"]
+    flops_per_image = train["flops_per_device"] / per_device
+    gpu_rate = gpu_tflops * 1e12 / flops_per_image                       # images/s per GPU
+    predict_rate = gpu_tflops * 1e12 / (predict["flops_per_device"] / predict["per_device_batch"])
+    need = max(train["memory"]["total_bytes"], train["memory"].get("peak_bytes") or 0)
+    worker = data.get("images_per_s_per_worker")
+    workers = math.ceil(GPUS * gpu_rate / worker) if worker else None
+    m = cpu["measured"]
+    s = record["seconds"]
+    name = f"{record['name']} ({gpu['model'].split(' ')[0]})"
+    plan_row = (f"| {name} | {gpu['parameters']['count'] / 1e6:.1f} M | {record['paper_batch']} -> "
+                f"{per_device} x {GPUS} | {train['flops_per_device'] / 1e12:.2f} TFLOP | "
+                f"{gib(train['memory']['total_bytes'])} GiB | {predict['flops_per_device'] / 1e12:.2f} TFLOP | "
+                f"{gib(max(predict['memory']['total_bytes'], predict['memory'].get('peak_bytes') or 0))} GiB |")
+    cpu_row = (f"| {name} | {m['step_seconds'] / m['per_device_batch']:.2f} s | "
+               f"{m['flops_per_s_per_device'] / 1e9:.0f} GFLOP/s | {s['plan']:.0f} s | {s['train']:.0f} s | "
+               f"{s['evaluate']:.0f} s | {s['predict']:.0f} s | {record['eval']['num_images']} | {record['when']} |")
+    gpu_row = (f"| {name} | {gib(need)} GiB of {gpu_memory_gb:.0f} ({'fits' if need <= gpu_memory_gb * 2**30 else 'does NOT fit'}) | "
+               f"{gpu_rate:,.0f} | {GPUS * gpu_rate:,.0f} | {predict_rate:,.0f} | "
+               f"{worker:.0f} | {workers} |")
+    return plan_row, cpu_row, gpu_row
+
+
+def run(args) -> str:
+    if not (SHARED / "hpa_kaggle_sample").is_dir():
+        raise SystemExit(f"the real sample images are not at {SHARED} (../shared/data beside the repo)")
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="hpa_jax_realsize-", dir=args.tmp))
+    started = time.perf_counter()
+    records = []
+    try:
+        data = kaggle_layout(tmp / "data")
+        for name in args.configs:
+            print(f"== {name}", file=sys.stderr, flush=True)
+            records.append(measure_config(name, data, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    total = time.perf_counter() - started
+    plans, cpus, gpus = zip(*(rows_for(r, args.gpu_tflops, args.gpu_memory_gb) for r in records))
+    return f"""# Scaling: the paper's configs at full size
+
+Generated by `python scripts/benchmark.py realsize` (`scripts/benchmark_realsize.py`), {total / 60:.0f} min
+on {machine()}.
+
+Each of the six backbone configs at its real input (768 px images; 512 px training crops,
+GapNet-PL 768) and full width. The FLOPs and memory are XLA's compiled analysis of the very train
+and predict steps training runs (`--mode=plan`), per device, for the paper's batch on {GPUS} GPUs:
+{GPUS} devices (simulated on this CPU), `model.dtype=bfloat16`, the global batch rounded up to a
+multiple of {GPUS} (the per-device batch below), the predict step with the 8 D4 TTA views and 1
+image per device. XLA:CPU's memory figures stand in for a GPU's: the same program, but another
+backend's fusion and layouts, so take them as +-30%.
+
+## Per step, per device (8 GPUs, bfloat16)
+
+| config | parameters | batch -> per device x GPUs | train step | train memory | predict step (8 TTA views) | predict memory |
+|---|---|---|---|---|---|---|
+{chr(10).join(plans)}
+
+## Run on this CPU (1 device, float32, the 101 real sample images)
+
+`--mode=plan` measured the train step at 10 images per step; then `train` ran 2 steps of 40 images
+in micro-batches of 4 (`train.accumulation_steps=10`; one epoch of the 81 training images and its
+validation), `evaluate` restored the checkpoint and scored the held-out fold, `predict` wrote a
+submission for 8 test images. Times are wall clock as a user sees them: start-up, dataset, XLA
+compilation (the first run of a program on a new machine), restore.
+
+| config | train step per image | step rate | plan | train (2 steps) | evaluate | predict | validation images | measured |
+|---|---|---|---|---|---|---|---|---|
+{chr(10).join(cpus)}
+
+## What a GPU run of the paper's batch on {GPUS} GPUs needs
+
+Assumptions: one GPU sustains {args.gpu_tflops:.0f} bfloat16 TFLOP/s on these steps (an H100's
+dense peak is 989; {args.gpu_tflops:.0f} is what a ResNet50 at 512 px training at ~1,000 images/s
+per GPU implies), with {args.gpu_memory_gb:.0f} GB of memory; images/s = that rate / the step's FLOPs per
+image. Reader workers = {GPUS} GPUs' images/s / one worker's rate, measured here by the plan on the
+real PNGs (decode, resize to 768, crop, D4; one thread of this CPU). A packed store
+(`python -m hpa_jax.data.pack --size=768`, `data.packed`) reads without decoding: several times
+one PNG worker's rate (docs/performance.md, `data`).
+
+| config | train memory per GPU | train images/s per GPU | images/s on {GPUS} GPUs | predict images/s per GPU (8 TTA views) | PNG images/s per reader worker | PNG reader workers needed |
+|---|---|---|---|---|---|---|
+{chr(10).join(gpus)}
+"""
