@@ -128,13 +128,19 @@ def test_refuses_batches_training_refuses(tmp_path, field, value, named):
     assert not (tmp_path / "work").exists()
 
 
-def test_warnings_without_data_and_beyond_the_device_memory(tmp_path, capsys):
+def test_warnings_without_data_and_beyond_the_device_memory(planned, tmp_path, capsys):
     """No data.dir: the data path is a warning and the rest is still planned; a target device
-    smaller than the steps: both are said not to fit, and the step is not run."""
-    config = plan_config(tmp_path, **{"data.source": "kaggle", "plan.device_memory_gb": 1e-4})   # ~100 KiB
+    smaller than the steps: both are said not to fit. With no step to run, the train step compiles
+    for analysis only (`plan.ANALYSIS_ONLY`), to the same FLOPs and bytes as the one that ran."""
+    config = plan_config(tmp_path, **{"data.source": "kaggle", "plan.device_memory_gb": 1e-4,   # ~100 KiB
+                                      "plan.measure_steps": 0})
     result = plan.plan(config, tmp_path / "work")
     assert result["train_step"]["fits"] is False and result["predict_step"]["fits"] is False
     assert result["measured"] is None and result["data"]["error"].startswith("data.dir is not set")
+    assert result["predict_step"]["image_size_from"].startswith("data.crop_size")
+    ran = planned[1]["train_step"]
+    assert (result["train_step"]["flops_per_device"], result["train_step"]["memory"]) == (ran["flops_per_device"],
+                                                                                          ran["memory"])
     err = capsys.readouterr().err.splitlines()
     assert any(line.startswith("hpa_jax: warning: the train step needs") and "plan.device_memory_gb" in line
                for line in err)
