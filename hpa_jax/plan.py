@@ -324,8 +324,9 @@ def plan_warnings(result: dict, config) -> list[str]:
     reader workers or CPUs for the step's rate, a data path that could not be timed."""
     found = []
     limit, where = result["devices"]["memory_limit_bytes"], result["devices"]["memory_limit_source"]
-    advice = {"train_step": "lower train.batch_size, raise train.accumulation_steps or use model.dtype=bfloat16",
-              "predict_step": "lower eval.batch_size or use model.dtype=bfloat16"}
+    bfloat16 = " or use model.dtype=bfloat16" if config.model.dtype == "float32" else ""
+    advice = {"train_step": f"lower train.batch_size, raise train.accumulation_steps{bfloat16}",
+              "predict_step": f"lower eval.batch_size{bfloat16}"}
     for name, fix in advice.items():
         need = needed_bytes(result[name]["memory"])
         if limit and need > limit:
@@ -366,7 +367,7 @@ def human_bytes(n: float) -> str:
 
 def memory_line(memory: dict) -> str:
     in_place = f" ({human_bytes(memory['alias_bytes'])} in place of the donated state)" if memory["alias_bytes"] else ""
-    peak = f", XLA peak {human_bytes(memory['peak_bytes'])}" if memory["peak_bytes"] else ""
+    peak = f", XLA's peak {human_bytes(memory['peak_bytes'])}" if memory["peak_bytes"] > memory["total_bytes"] else ""
     return (f"memory {human_bytes(memory['total_bytes'])} per device: arguments {human_bytes(memory['argument_bytes'])}"
             f", outputs {human_bytes(memory['output_bytes'])}{in_place}, temporaries "
             f"{human_bytes(memory['temp_bytes'])}, code {human_bytes(memory['generated_code_bytes'])}{peak}")
