@@ -133,4 +133,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.lr_find.num_steps = 100
     c.lr_find.smoothing = 0.98                     # EMA factor of the plotted loss
     c.lr_find.diverge_factor = 4.0                 # stop once the smoothed loss exceeds this x its minimum
+
+    c.plan = ml_collections.ConfigDict()           # --mode=plan: compiled cost, memory and throughput, no training
+    c.plan.measure_batch = 1                       # per-device batch of the timed steps on CPUs when the step is costly
+    c.plan.measure_steps = 3                       # timed train steps after one warm-up; 0 = do not run the step
+    c.plan.data_samples = 16                       # training examples read to time one reader worker
+    c.plan.device_memory_gb = 0.0                  # device memory (GiB) to check against; 0 = the local device's
     return c

@@ -30,7 +30,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from hpa_jax import distributed
-from hpa_jax.errors import CheckpointError, ConfigError, first_line, is_bug
+from hpa_jax.errors import CheckpointError, ConfigError, first_line, is_bug, warn
 
 BEST_METRIC = "val_macro_f1"
 STATE_ITEM = "default"
@@ -76,10 +76,6 @@ logging.getLogger("absl").addFilter(_not_the_missing_metrics_warning)
 logging.getLogger("absl").addFilter(_not_an_orbax_traceback)
 sys.unraisablehook = _drop_orbax_leftovers(sys.unraisablehook)
 UNREADABLE_PREFIX = "unreadable-"
-
-
-def warn(message: str) -> None:
-    print(f"hpa_jax: warning: {message}", file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass

@@ -50,6 +50,12 @@ def first_line(error: BaseException, limit: int = 240) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def warn(message: str) -> None:
+    """A problem the run goes on past (an unreadable checkpoint set aside, a plan that will not
+    fit), as one `hpa_jax: warning:` line on standard error."""
+    print(f"hpa_jax: warning: {message}", file=sys.stderr, flush=True)
+
+
 def is_bug(error: BaseException) -> bool:
     """Errors no file can cause: they keep their traceback wherever files' errors are reported."""
     return isinstance(error, (TypeError, AttributeError, NameError, AssertionError, ImportError, NotImplementedError,

@@ -94,6 +94,16 @@ def training_config(config, workdir) -> ml_collections.ConfigDict:
     return config
 
 
+def abstract_train_state(model, tx, in_channels: int, mesh):
+    """The training state's shapes and dtypes, replicated over `mesh`, traced (`jax.eval_shape`)
+    without computing or allocating anything: what a checkpoint is restored into, and what
+    `--mode=plan` compiles the steps for. Params do not depend on the image size traced."""
+    abstract = jax.eval_shape(lambda: create_train_state(model, tx, jax.random.key(0), image_size=TRACE_SIZE,
+                                                         in_channels=in_channels))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
+                        abstract)
+
+
 def restore_variables(config, workdir, which):
     """(model, mesh, variables, step) from the checkpoint `which` ('best', 'latest' or a step);
     'best' and 'latest' fall back to the best or newest readable checkpoint."""
@@ -102,10 +112,7 @@ def restore_variables(config, workdir, which):
     # Only the optimiser state's structure matters here, which the layer groups shape.
     tx = optim.make_optimizer(config.optim, lambda step: config.optim.lr,
                               module_sort_key=encoder_module_sort_key(config.model.name))
-    abstract = jax.eval_shape(lambda: create_train_state(model, tx, jax.random.key(0), image_size=TRACE_SIZE,
-                                                         in_channels=config.in_channels))
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
-                            abstract)
+    abstract = abstract_train_state(model, tx, config.in_channels, mesh)
     manager = checkpoint.checkpoint_manager(workdir, must_exist=True)
     step, state, _ = checkpoint.restore_readable(manager, which, abstract, with_progress=False)
     return model, mesh, {"params": state.params, "batch_stats": state.batch_stats}, step

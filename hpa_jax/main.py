@@ -12,7 +12,7 @@ from ml_collections import config_flags
 from hpa_jax import config_files, console
 from hpa_jax.errors import one_line_errors
 
-MODES = ("train", "evaluate", "predict", "lr_find", "cv")
+MODES = ("train", "evaluate", "predict", "lr_find", "cv", "plan")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -39,7 +39,7 @@ def main(argv):
         raise app.UsageError(f"unknown --mode {','.join(unknown)}; expected {', '.join(MODES)}")
     import jax  # after flag parsing: importing jax is slow
 
-    from hpa_jax import cv, distributed, inference, lr_finder, train
+    from hpa_jax import cv, distributed, inference, lr_finder, plan, train
     from hpa_jax.data.datasets import default_cache_dir
 
     if not FLAGS["verbosity"].present:
@@ -58,7 +58,7 @@ def main(argv):
                                initialization_timeout=FLAGS.initialization_timeout,
                                heartbeat_timeout=FLAGS.heartbeat_timeout)
     run = {"train": train.train_and_evaluate, "evaluate": inference.evaluate, "predict": inference.predict,
-           "lr_find": lr_finder.lr_find, "cv": cv.cross_validate}
+           "lr_find": lr_finder.lr_find, "cv": cv.cross_validate, "plan": plan.plan}
     with distributed.exit_promptly(), one_line_errors(f"hpa_jax{distributed.label()}"), distributed.lost_peers(), \
             distributed.quiet_unless_primary():
         for mode in FLAGS.mode:

@@ -305,17 +305,10 @@ def pil_loop_reader(folder):
 
 def images_per_second(get, n: int, crop: int, passes: int) -> float:
     """Single-thread img/s of get(i) + random_crop_d4 over i in 0..n-1: one warm-up pass (page
-    cache, imports), then the median of `passes` timed passes."""
-    from hpa_jax.data.pipeline import random_crop_d4
+    cache, imports), then the median of `passes` timed passes (as `--mode=plan` times a worker)."""
+    from hpa_jax.data.pipeline import reader_images_per_second
 
-    rng = np.random.default_rng(0)
-
-    def one_pass():
-        for i in range(n):
-            random_crop_d4(get(i), rng, crop)
-
-    _, seconds = timed(one_pass, passes)
-    return n / seconds
+    return reader_images_per_second(get, n, crop, passes)
 
 
 def run_data(args) -> str:

@@ -8,6 +8,8 @@ import dataclasses
 import functools
 import pathlib
 import signal
+import statistics
+import time
 from typing import Iterator
 
 import grain
@@ -164,6 +166,24 @@ def random_crop_d4(example: dict, rng: np.random.Generator, crop_size: int) -> d
     if rng.integers(2):
         image = image[:, ::-1]
     return {**example, "image": np.ascontiguousarray(image)}
+
+
+def reader_images_per_second(get, n: int, crop_size: int, passes: int = 1, seed: int = 0) -> float:
+    """What one reader worker delivers: images per second of `get(i)` (an example, e.g. `source[i]`)
+    then `random_crop_d4`, for i in 0..n-1 in one thread, no grain; one untimed pass first (imports,
+    and the files into the page cache: this times decoding, not the disk), then the median of
+    `passes` timed passes. Grain's threads and worker processes multiply it by up to the cores
+    free for them; `--mode=plan` divides a train step's images per second by it."""
+    rng = np.random.default_rng(seed)
+
+    def one_pass() -> float:
+        start = time.perf_counter()
+        for i in range(n):
+            random_crop_d4(get(i), rng, crop_size)
+        return time.perf_counter() - start
+
+    one_pass()
+    return n / statistics.median(one_pass() for _ in range(max(passes, 1)))
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

@@ -1,0 +1,177 @@
+"""`--mode=plan`: XLA's analysis of the very train and predict steps training compiles, the
+refusals training makes, its warnings, and the command line end to end."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from hpa_jax import inference, optim, plan, sharding, train
+from hpa_jax.configs import quickstart
+from hpa_jax.errors import ConfigError
+from hpa_jax.models import create_model_from_config, encoder_module_sort_key
+from hpa_jax.state import create_train_state
+from test_cli import run_cli
+
+# The quickstart shrunk (width-8 ResNet18 on 32 px synthetic fields, global batch 16 = 2 per device
+# on the 8 devices), keeping its layer groups, E-loss weights and hard sampler, with 2 accumulation
+# steps: the accumulated step's two passes are in the program analysed. The command-line test runs
+# the same config, so its programs come from the compilation cache.
+TINY_PLAN = {"data.synthetic.num_train": 64, "data.synthetic.num_test": 1, "data.synthetic.image_size": 32,
+             "data.crop_size": 32, "data.num_folds": 4, "data.num_threads": 2, "model.width": 8,
+             "model.head.layers": ((32, 0.0),), "train.batch_size": 16, "eval.batch_size": 16,
+             "train.num_epochs": 2, "train.accumulation_steps": 2, "plan.measure_steps": 2}
+
+
+def plan_config(tmp_path, **changes):
+    config = quickstart.get_config()
+    config.data.synthetic.cache_dir = str(tmp_path / "cache")
+    for name, value in {**TINY_PLAN, **changes}.items():
+        *parents, field = name.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[field] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("plan")
+    config = plan_config(tmp_path)
+    return config, plan.plan(config, tmp_path / "work"), tmp_path / "work"
+
+
+def compiled_train_step(config, mesh):
+    """The train step built as `train.train_and_evaluate` builds it, with the stand-ins the plan
+    documents (E-loss weights from made-up class counts, one step per epoch in the LR schedule:
+    constants of the program, not its cost), compiled for abstract inputs of the config's shapes."""
+    schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch=1, num_epochs=config.train.num_epochs)
+    model = create_model_from_config(config)
+    tx = optim.make_optimizer(config.optim, schedule, module_sort_key=encoder_module_sort_key(config.model.name))
+    state = jax.eval_shape(lambda: create_train_state(model, tx, jax.random.key(1), image_size=config.data.crop_size,
+                                                      in_channels=config.in_channels))
+    replicated, split = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
+    batch, size = config.train.batch_size, config.data.crop_size
+    images = jax.ShapeDtypeStruct((batch, size, size, 4), np.uint8, sharding=split)
+    labels = jax.ShapeDtypeStruct((batch, 28), np.uint8, sharding=split)
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated)
+    counts = np.tril(np.ones((28, 28), np.uint8))     # class c seen 28 - c times
+    step = train.make_train_step(config, mesh, train.class_weights_for(config, counts))
+    return step.jitted.lower(state, images, labels, key).compile(), state
+
+
+def test_plan_reports_xla_analysis_of_the_training_step(planned):
+    config, result, workdir = planned
+    mesh = sharding.make_mesh()
+    reference, state = compiled_train_step(config, mesh)
+    memory = reference.memory_analysis()
+    step = result["train_step"]
+    assert step["flops_per_device"] == reference.cost_analysis()["flops"] > 0
+    for field in ("argument", "output", "alias", "temp", "generated_code"):
+        assert step["memory"][f"{field}_bytes"] == getattr(memory, f"{field}_size_in_bytes"), field
+    assert step["memory"]["total_bytes"] == (memory.argument_size_in_bytes + memory.output_size_in_bytes
+                                             - memory.alias_size_in_bytes + memory.temp_size_in_bytes
+                                             + memory.generated_code_size_in_bytes)
+    assert (step["per_device_batch"], step["accumulation_steps"], step["image_size"]) == (2, 2, 32)
+
+    params = traverse_util.flatten_dict(state.params).values()
+    assert result["parameters"]["count"] == sum(int(np.prod(p.shape)) for p in params)
+    assert result["parameters"]["params_bytes"] == 4 * result["parameters"]["count"]   # float32
+    assert result["parameters"]["opt_state_bytes"] > 2 * result["parameters"]["params_bytes"]   # AdamW: mu, nu
+
+    # the predict step as evaluation builds it, at the eval batch and the whole 32 px image
+    predict = inference.make_predict_step(create_model_from_config(config), config, mesh)
+    images = jax.ShapeDtypeStruct((16, 32, 32, 4), np.uint8, sharding=sharding.batch_sharding(mesh))
+    compiled = predict.jitted.lower({"params": state.params, "batch_stats": state.batch_stats}, images).compile()
+    assert result["predict_step"]["flops_per_device"] == compiled.cost_analysis()["flops"] > 0
+    assert result["predict_step"]["memory"]["temp_bytes"] == compiled.memory_analysis().temp_size_in_bytes
+    assert result["predict_step"]["image_size"] == [32, 32]
+
+    # measured on this CPU at the configured per-device batch (a tiny step), data path timed
+    measured = result["measured"]
+    assert measured["per_device_batch"] == 2 and not measured["scaled"] and measured["step_seconds"] > 0
+    assert measured["images_per_s_host"] == pytest.approx(measured["images_per_s_per_device"] * 8)
+    assert result["data"]["samples"] == 16 and result["data"]["images_per_s_per_worker"] > 0
+    assert result["data"]["workers_needed"] == -(-measured["images_per_s_host"]
+                                                 // result["data"]["images_per_s_per_worker"])
+    assert json.loads((workdir / "plan.json").read_text()) == json.loads(json.dumps(result))
+
+
+def test_flops_are_per_device(planned):
+    """What the module docstring states: XLA's FLOPs of a sharded step are one device's. The
+    predict step (no update that every device repeats) on 8 devices costs each an eighth of
+    what one device running the whole batch reports."""
+    config, result, _ = planned
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    model, tx = plan.model_and_optimizer(config)
+    state = inference.abstract_train_state(model, tx, 4, mesh)
+    predict = inference.make_predict_step(model, config, mesh)
+    images = plan.abstract_batch(config, mesh, 16, 32)[0]
+    one_device = plan.program_flops(
+        predict.jitted.lower({"params": state.params, "batch_stats": state.batch_stats}, images).compile())
+    assert result["predict_step"]["flops_per_device"] == pytest.approx(one_device / 8, rel=0.01)
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("batch_size", 12, "train.batch_size=12 is not divisible by the 8 devices"),
+    ("accumulation_steps", 4, "train.accumulation_steps=4"),     # 2 images per device
+])
+def test_refuses_batches_training_refuses(tmp_path, field, value, named):
+    config = plan_config(tmp_path, **{f"train.{field}": value})
+    with pytest.raises(ConfigError, match=named):
+        plan.plan(config, tmp_path / "work")
+    assert not (tmp_path / "work").exists()
+
+
+def test_warnings_without_data_and_beyond_the_device_memory(planned, tmp_path, capsys):
+    """No data.dir: the data path is a warning and the rest is still planned; a target device
+    smaller than the steps: both are said not to fit. With no step to run, the train step compiles
+    for analysis only (`plan.ANALYSIS_ONLY`), to the same FLOPs and bytes as the one that ran."""
+    config = plan_config(tmp_path, **{"data.source": "kaggle", "plan.device_memory_gb": 1e-4,   # ~100 KiB
+                                      "plan.measure_steps": 0})
+    result = plan.plan(config, tmp_path / "work")
+    assert result["train_step"]["fits"] is False and result["predict_step"]["fits"] is False
+    assert result["measured"] is None and result["data"]["error"].startswith("data.dir is not set")
+    assert result["predict_step"]["image_size_from"].startswith("data.crop_size")
+    ran = planned[1]["train_step"]
+    assert (result["train_step"]["flops_per_device"], result["train_step"]["memory"]) == (ran["flops_per_device"],
+                                                                                          ran["memory"])
+    err = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("hpa_jax: warning: the train step needs") and "plan.device_memory_gb" in line
+               for line in err)
+    assert any(line.startswith("hpa_jax: warning: the predict step needs") for line in err)
+    assert any(line.startswith("hpa_jax: warning: data path not timed: data.dir is not set") for line in err)
+
+
+def test_starving_input_pipeline_warns_naming_workers_and_cpus(tmp_path):
+    result = {"devices": {"memory_limit_bytes": None, "memory_limit_source": "unknown", "host_cpus": 2},
+              "train_step": {"memory": {"total_bytes": 1, "peak_bytes": 0}},
+              "predict_step": {"memory": {"total_bytes": 1, "peak_bytes": 0}},
+              "measured": {"images_per_s_host": 100.0},
+              "data": {"images_per_s_per_worker": 30.0, "workers_needed": plan.workers_needed(100.0, 30.0)}}
+    config = plan_config(tmp_path, **{"data.num_workers": 3})
+    warnings = plan.plan_warnings(result, config)
+    assert result["data"]["workers_needed"] == 4 and len(warnings) == 2
+    assert "4 workers are needed" in warnings[0] and "data.num_workers=3" in warnings[0]
+    assert "this host has 2 CPUs" in warnings[1]
+    config.data.num_workers = 4
+    result["devices"]["host_cpus"] = 4
+    assert plan.plan_warnings(result, config) == []
+
+
+def test_cli_plan(tmp_path):
+    overrides = [f"--config.{name}={value}" for name, value in TINY_PLAN.items()]
+    result = run_cli("--config=configs/quickstart.py", *overrides, f"--config.data.synthetic.cache_dir={tmp_path}",
+                     f"--workdir={tmp_path / 'w'}", "--mode=plan")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "plan: resnet18 (acp head, float32), 8 cpu device(s) in the mesh" in out
+    assert "train step     2 x 32 px per device in 2 micro-batches (global batch 16)" in out
+    assert "predict step   2 x 32 px per device, 1 TTA view(s)" in out and "images/s per reader worker" in out
+    saved = json.loads((tmp_path / "w" / "plan.json").read_text())
+    assert saved["train_step"]["flops_per_device"] > 0 and saved["devices"]["mesh"] == 8
