@@ -248,7 +248,8 @@ def time_train_steps(compiled, config, mesh, abstract_state, per_device: int, si
     images = rng.integers(0, 256, (local, size, size, config.in_channels), dtype=np.uint8)
     labels = (rng.random((local, config.num_classes)) < 0.1).astype(np.uint8)
     images, labels = sharding.put_batch(mesh, (images, labels))
-    key = jax.device_put(jax.random.key(config.seed), sharding.replicated(mesh))
+    # made by a program, replicated: a key made on one device cannot be put on other processes' devices
+    key = jax.jit(lambda: jax.random.key(config.seed), out_shardings=sharding.replicated(mesh))()
     distributed.barrier("plan: measuring the train step")   # its collectives need every process there
     times = []
     for _ in range(steps + 1):
@@ -306,8 +307,10 @@ def data_summary(config, source, error: str | None, measured: dict | None) -> di
     except UserError as e:
         return {"error": str(e)}
     host_rate = measured["images_per_s_host"] if measured else None
-    return {"source": f"packed store {config.data.packed}" if config.data.get("packed") else
-            f"{config.data.format} files", "samples": len(source), "images_per_s_per_worker": rate,
+    packed = bool(config.data.get("packed"))
+    return {"source": f"packed store {config.data.packed}" if packed else f"{config.data.format} files",
+            "work": "read, crop/D4" if packed else "read, decode, crop/D4", "samples": len(source),
+            "images_per_s_per_worker": rate,
             "workers_needed": workers_needed(host_rate, rate), "num_workers": int(config.data.num_workers)}
 
 
@@ -422,7 +425,7 @@ def summary_lines(result: dict) -> list[str]:
         lines.append("  data path      not timed (see the warning)")
     else:
         lines.append(f"  data path      {data['source']}: {data['images_per_s_per_worker']:.3g} images/s per reader "
-                     f"worker ({data['samples']} examples: read, decode, crop/D4, one thread)")
+                     f"worker ({data['samples']} examples: {data['work']}, one thread)")
         if data["workers_needed"] is not None:
             lines.append(f"                 {data['workers_needed']} reader worker(s) needed for this host's "
                          f"{m['images_per_s_host']:.3g} images/s (data.num_workers={data['num_workers']})")
