@@ -105,6 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32                        # global batch, split over all devices
     c.train.num_epochs = 12
+    c.train.steps_per_epoch = 0                    # batches per epoch, the first of each epoch's order; 0 = all (trials, benchmarks)
     c.train.accumulation_steps = 1                 # micro-batches per step (gradient accumulation); must divide the per-device batch
     c.train.reduction = "ordered"                  # gradient sum over devices: "ordered" (same bits on any process split) | "psum" (all-reduce)
 

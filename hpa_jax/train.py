@@ -252,7 +252,8 @@ def open_epoch_batches(config, source, epoch: int, progress: dict | None):
                                   seed=config.seed, epoch=epoch, num_threads=config.data.num_threads,
                                   prefetch=config.data.prefetch, num_workers=config.data.num_workers,
                                   start_batch=progress["batches_done"] if progress else 0,
-                                  process_index=jax.process_index(), process_count=jax.process_count())
+                                  process_index=jax.process_index(), process_count=jax.process_count(),
+                                  max_batches=config.train.get("steps_per_epoch", 0))
 
 
 def keep_metrics_up_to(path: pathlib.Path, step: int) -> None:
@@ -291,7 +292,8 @@ def train_and_evaluate(config, workdir) -> dict:
     sharding.check_divisible(config.train.batch_size, mesh, "train.batch_size")
     sharding.check_divisible(config.eval.batch_size, mesh, "eval.batch_size")
     train_rows = oversampled_rows(config, dataset.train_labels, train_idx)
-    steps_per_epoch = pipeline.steps_per_epoch(len(train_rows), config.train.batch_size)
+    steps_per_epoch = pipeline.steps_per_epoch(len(train_rows), config.train.batch_size,
+                                               config.train.get("steps_per_epoch", 0))
     if steps_per_epoch == 0:
         raise ConfigError(f"{len(train_idx)} training images are fewer than one batch of {config.train.batch_size}")
     schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch=steps_per_epoch,

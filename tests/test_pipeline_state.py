@@ -38,6 +38,16 @@ def assert_same_batches(got, expected):
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_max_batches_ends_the_epoch_early_with_its_first_batches(packed_source):
+    """`train.steps_per_epoch` (a trial or benchmark of a few steps) takes the first batches of
+    the same epoch order, also resumed from a batch inside them."""
+    reference = list(epoch_batches(packed_source, 0))
+    assert_same_batches(list(epoch_batches(packed_source, 0, max_batches=3)), reference[:3])
+    assert_same_batches(list(epoch_batches(packed_source, 0, max_batches=3, start_batch=1)), reference[1:3])
+    assert_same_batches(list(epoch_batches(packed_source, 0, max_batches=50)), reference)
+    assert pipeline.steps_per_epoch(40, 4, 3) == 3 and pipeline.steps_per_epoch(40, 4, 0) == 10
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_iterator_state_continues_the_epoch_and_workers_change_nothing(packed_source, num_workers):
     """Two worker processes give the batches (order, crops, flips, labels) of the threads-only

@@ -202,9 +202,10 @@ def _let_grain_read_flags() -> None:
 
 def train_batches(source: ImageSource | PackedSource, *, batch_size: int, crop_size: int, seed: int, epoch: int,
                   num_threads: int = 8, prefetch: int = 4, num_workers: int = 0, start_batch: int = 0,
-                  process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
+                  process_index: int = 0, process_count: int = 1, max_batches: int = 0) -> grain.DatasetIterator:
     """One epoch of shuffled, augmented, full global batches of `batch_size`, from `start_batch` on;
-    this process's share of each: rows [p * B/P, (p + 1) * B/P) for process p of P.
+    this process's share of each: rows [p * B/P, (p + 1) * B/P) for process p of P. `max_batches`
+    > 0 ends the epoch after that many batches (the first of the same order).
 
     The epoch's global order and crops are a pure function of (seed, epoch): the examples are
     shuffled and augmented (each crop seeded by its position), then cut into chunks of B/P, of
@@ -223,7 +224,7 @@ def train_batches(source: ImageSource | PackedSource, *, batch_size: int, crop_s
     """
     if num_workers < 0:
         raise ConfigError(f"data.num_workers must be 0 (threads only) or a number of processes, got {num_workers}")
-    num_batches = len(source) // batch_size
+    num_batches = steps_per_epoch(len(source), batch_size, max_batches)
     ds = (grain.MapDataset.source(source)
           .shuffle(seed=_epoch_seed(seed, epoch))
           .random_map(functools.partial(random_crop_d4, crop_size=crop_size), seed=_epoch_seed(seed + 1, epoch))
@@ -264,8 +265,10 @@ def eval_batches(source: ImageSource | PackedSource, *, batch_size: int, num_thr
         grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
 
 
-def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-    return num_examples // batch_size
+def steps_per_epoch(num_examples: int, batch_size: int, max_batches: int = 0) -> int:
+    """Full batches in an epoch, at most `max_batches` when that is > 0 (`train.steps_per_epoch`)."""
+    full = num_examples // batch_size
+    return min(full, int(max_batches)) if max_batches and int(max_batches) > 0 else full
 
 
 def normalize(images: jnp.ndarray, mean, std) -> jnp.ndarray:
