@@ -10,8 +10,8 @@ width:
    FLOPs and memory per device of both steps, and one reader worker's images/s on the real images.
 2. On this CPU (one device, float32), on the 101 real Kaggle sample images in the Kaggle layout:
    `--mode=plan` (the measured step time), then `train` for 2 steps of 4 images
-   (`train.steps_per_epoch=2`, one epoch) with its validation, `evaluate` on the held-out fold and
-   `predict` on 8 test images, each timed as a user runs it (start-up, compiling, restoring
+   (`train.steps_per_epoch=2`, one epoch) with its validation, `evaluate` on the held-out fold (one
+   of 10) and `predict` on 4 test images, each timed as a user runs it (start-up, compiling, restoring
    included).
 
 What a GPU run needs is derived from the plan under stated assumptions (`--gpu_tflops`, the
@@ -46,7 +46,7 @@ def add_arguments(parser):
     parser.add_argument("--tmp", type=pathlib.Path, default=None)
 
 
-def kaggle_layout(root: pathlib.Path, num_test: int = 8) -> pathlib.Path:
+def kaggle_layout(root: pathlib.Path, num_test: int = 4) -> pathlib.Path:
     """The 101 real sample images as a Kaggle-layout folder (links), with `num_test` of them as
     the test set."""
     import pandas as pd
@@ -96,6 +96,7 @@ def measure_config(name: str, data: pathlib.Path, tmp: pathlib.Path) -> dict:
               "--config.plan.device_memory_gb=80"], GPUS, tmp / "cache")
     cpu = tmp / f"{name}-cpu"
     cpu_args = [*base, f"--workdir={cpu}", "--config.train.batch_size=4", "--config.train.steps_per_epoch=2",
+                "--config.data.num_folds=10",
                 "--config.train.num_epochs=1", "--config.eval.batch_size=4", "--config.checkpoint.keep=1",
                 "--config.plan.measure_batch=4", "--config.plan.measure_steps=2"]
     seconds = {mode: run_main([*cpu_args, f"--mode={mode}"], 1, tmp / "cache")
@@ -179,9 +180,9 @@ widens bfloat16 temporaries that a GPU keeps narrow, so they are an upper bound.
 ## Run on this CPU (1 device, float32, the 101 real sample images)
 
 `--mode=plan` measured the train step at 4 images per step (median of 2 after a warm-up); then
-`train` ran 2 steps of 4 images (`train.steps_per_epoch=2`) and validated on the held-out fold,
-`evaluate` restored the checkpoint and scored that fold, `predict` wrote a submission for 8 test
-images. (Not gradient accumulation on this CPU: XLA:CPU runs convolutions inside the accumulation
+`train` ran 2 steps of 4 images (`train.steps_per_epoch=2`) and validated on the held-out fold
+(one of 10 folds), `evaluate` restored the checkpoint and scored that fold, `predict` wrote a
+submission for 4 test images. (Not gradient accumulation on this CPU: XLA:CPU runs convolutions inside the accumulation
 loop several times slower than outside it, ~6x for GapNet-PL.) Times are wall clock as a user sees them: start-up, dataset, XLA
 compilation (the first run of a program on a new machine), restore.
 
