@@ -82,6 +82,7 @@ class CheckResult:
     num_files: int                                # files in the image folder
     shapes: collections.Counter                   # (h, w, bits) -> images
     notes: list[str] = dataclasses.field(default_factory=list)
+    ids: list[str] = dataclasses.field(default_factory=list)   # the Ids checked, in order
 
 
 def check_dataset(data_dir, *, csv: str = "train.csv", subdir: str = "train", fmt: str = "png",
@@ -128,25 +129,19 @@ def check_files(csv_path, folder, *, fmt: str = "png", num_threads: int = 4, pro
             shapes[shape] += 1
     if len({s[:2] for s in shapes}) > 1:
         notes.append("images have different sizes: set data.image_size to resize them to one size")
-    return CheckResult(problems, len(ids), sum(extensions.values()), shapes, notes)
+    return CheckResult(problems, len(ids), sum(extensions.values()), shapes, notes=notes, ids=ids)
 
 
 def check_sources(union, *, num_threads: int = 4, progress: bool = True) -> list[tuple[str, CheckResult]]:
     """`check_files` on every source of a training set (`combined.Source`s), then the checks of
     their union: an Id in two sources (which training refuses), and images of different sizes
     across the sources (which need `data.image_size`). Returns (heading, result) per section."""
-    sections, owner, problems = [], {}, []
-    sizes = set()
-    for source in union:
-        result = check_files(source.csv, source.images, fmt=source.fmt, num_threads=num_threads, progress=progress)
-        sections.append((str(source), result))
-        sizes |= {shape[:2] for shape in result.shapes}
-        frame, _ = kaggle.labels_problems(source.csv)
-        for image_id in ([] if frame is None else dict.fromkeys(frame["Id"])):
-            first = owner.setdefault(image_id, source)
-            if first is not source:
-                problems.append(Problem(ID_IN_TWO_SOURCES, str(source.csv), f"Id {image_id} is also in {first.csv} "
-                                                                            f"(source {first.name})"))
+    sections = [(str(source), check_files(source.csv, source.images, fmt=source.fmt, num_threads=num_threads,
+                                          progress=progress)) for source in union]
+    sizes = {shape[:2] for _, result in sections for shape in result.shapes}
+    problems = [Problem(ID_IN_TWO_SOURCES, str(union[k].csv), f"Id {image_id} is also in {union[first].csv} "
+                                                               f"(source {union[first].name})")
+                for image_id, first, k in combined.ids_in_two_sources([r.ids for _, r in sections])]
     notes = (["the sources' images differ in size: training on them together needs data.image_size"]
              if len(sizes) > 1 else [])
     total = sum(r.num_ids for _, r in sections)

@@ -116,17 +116,26 @@ class Union:
 def read_union(sources, num_classes: int) -> Union:
     """Reads and checks each source's label CSV (`kaggle.read_labels_csv`: a one-line error naming
     the file at its first problem) and joins them; an Id in two sources is an error naming both."""
-    ids, labels, which, seen = [], [], [], {}
+    ids, labels, which = [], [], []
     for k, source in enumerate(sources):
         frame = kaggle.read_labels_csv(source.csv)
         source_ids = frame["Id"].to_numpy()
-        for image_id in source_ids:
-            other = seen.setdefault(image_id, k)
-            if other != k:
-                raise DataError(f"{source.csv}: Id {image_id} is also in {sources[other].csv} (source "
-                                f"{sources[other].name}): an Id may be in one source only")
         ids.append(source_ids)
         labels.append(kaggle.multi_hot(frame["labels"], num_classes))
         which.append(np.full(len(source_ids), k, np.int16))
+    for image_id, first, k in ids_in_two_sources(ids):
+        raise DataError(f"{sources[k].csv}: Id {image_id} is also in {sources[first].csv} (source "
+                        f"{sources[first].name}): an Id may be in one source only")
     return Union(tuple(sources), np.concatenate(ids), np.concatenate(labels), np.concatenate(which))
+
+
+def ids_in_two_sources(id_lists):
+    """Yields (Id, the first source it is in, a later source it is in again) over each source's Ids
+    (one list per source, in order); training and `data.check` refuse such Ids."""
+    owner = {}
+    for k, source_ids in enumerate(id_lists):
+        for image_id in dict.fromkeys(source_ids):
+            first = owner.setdefault(image_id, k)
+            if first != k:
+                yield image_id, first, k
 
