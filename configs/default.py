@@ -65,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.oversample_rounding = "nearest"         # "nearest" | "stochastic" (seeded)
     c.data.num_folds = 5                           # multi-label stratified folds (iterstrat)
     c.data.fold = 0                                # the fold held out for validation
+    c.data.fold_seed = config_dict.placeholder(int)  # seed of the folds; None = seed (fix it to vary seed on one split)
     c.data.mean = HPA_MEAN
     c.data.std = HPA_STD
     c.data.num_threads = 8                         # grain reader threads decoding PNGs (per worker process)
@@ -122,10 +123,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.threshold_method = "greedy"             # thresholds fitted by cv/evaluate: "greedy" (paper) | "single" | "label_rate"
     c.eval.force_one = False                       # switch on the most probable class of an image left with no label
     c.eval.tta = (0,)                              # D4 test-time augmentations averaged: (0,) none, (0, ..., 7) all 8
-    c.eval.checkpoint = "best"                     # "best" (validation macro-F1) | "latest" | a step number
+    c.eval.checkpoint = "best"                     # "best" (by checkpoint.best_metric) | "latest" | a step number
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.keep = 3                          # the last N epochs, plus the best one
+    # what "best" is: "val_macro_f1" (at eval.threshold) | "val_macro_f1_fitted" (per-class thresholds
+    # fitted on the validation fold) | "val_loss"
+    c.checkpoint.best_metric = "val_macro_f1"
     c.checkpoint.every_steps = 0                   # also save mid-epoch every N steps, with the data position; 0 = off
 
     c.lr_find = ml_collections.ConfigDict()        # --mode=lr_find: the LR range test
@@ -137,6 +141,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.plan = ml_collections.ConfigDict()           # --mode=plan: compiled cost, memory and throughput, no training
     c.plan.measure_batch = 1                       # per-device batch of the timed steps on CPUs when the step is costly
+    c.plan.measure_size = 256                      # at most this crop side for those steps (scaled by FLOPs to the config's)
     c.plan.measure_steps = 3                       # timed train steps after one warm-up; 0 = do not run the step
     c.plan.data_samples = 16                       # training examples read to time one reader worker
     c.plan.device_memory_gb = 0.0                  # device memory (GiB) to check against; 0 = the local device's

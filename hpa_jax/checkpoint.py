@@ -1,5 +1,5 @@
-"""orbax checkpoints in `{workdir}/checkpoints`: the last N epochs, the best by validation
-macro-F1 and the end of every warm-restart cycle (snapshots to ensemble), each epoch's saved with
+"""orbax checkpoints in `{workdir}/checkpoints`: the last N epochs, the best by
+`checkpoint.best_metric` and the end of every warm-restart cycle (snapshots to ensemble), each epoch's saved with
 its validation metrics; plus, with `checkpoint.every_steps`, the latest mid-epoch checkpoint.
 
 A checkpoint's items: `default`, the train state (the name an unnamed single-item orbax
@@ -32,7 +32,13 @@ import orbax.checkpoint as ocp
 from hpa_jax import distributed
 from hpa_jax.errors import CheckpointError, ConfigError, first_line, is_bug, warn
 
+# What "best" means (`checkpoint.best_metric`), each metric with its direction: +1 higher is
+# better. An epoch's checkpoint stores the chosen one's value as BEST_SCORE, signed so that higher
+# is better, which is all BestN and 'best' read: readers (evaluate, predict, cv) need no config.
+# Checkpoints from before there was a choice have only BEST_METRIC, which they were ranked by.
+BEST_METRICS = {"val_macro_f1": 1, "val_macro_f1_fitted": 1, "val_loss": -1}
 BEST_METRIC = "val_macro_f1"
+BEST_SCORE = "best_score"
 STATE_ITEM = "default"
 PROGRESS_ITEM = "progress"
 
@@ -130,6 +136,25 @@ def _move_unreadable_metrics(directory: pathlib.Path) -> None:
                  f"moved it to {moved.name}")
 
 
+def check_best_metric(name: str) -> str:
+    if name not in BEST_METRICS:
+        raise ConfigError(f"checkpoint.best_metric {name!r} is not one of {', '.join(BEST_METRICS)}")
+    return name
+
+
+def epoch_metrics(record: dict, best_metric: str) -> dict:
+    """The metrics an epoch's checkpoint is saved with: its validation figures and BEST_SCORE."""
+    metrics = {name: float(record[name]) for name in BEST_METRICS if name in record}
+    return {**metrics, BEST_SCORE: BEST_METRICS[check_best_metric(best_metric)] * float(record[best_metric])}
+
+
+def best_score(metrics: dict | None) -> float | None:
+    """What ranks a checkpoint for 'best' (higher is better); None for one saved without metrics."""
+    if not metrics:
+        return None
+    return metrics.get(BEST_SCORE, metrics.get(BEST_METRIC))
+
+
 def checkpoint_manager(workdir, keep: int = 3, *, keep_steps=(), must_exist: bool = False,
                        writer: bool = False) -> ocp.CheckpointManager:
     """`keep_steps` are kept whatever else happens (cycle ends); `must_exist` (for
@@ -144,11 +169,11 @@ def checkpoint_manager(workdir, keep: int = 3, *, keep_steps=(), must_exist: boo
     _set_aside_unreadable_metrics(directory)
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
         LatestEpochsAndResumePoint(n=keep),
-        ocp.checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
+        ocp.checkpoint_managers.BestN(get_metric_fn=best_score, n=1,
                                       keep_checkpoints_without_metrics=False),
         ocp.checkpoint_managers.CustomSteps(steps=list(keep_steps)),
     ])
-    options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=lambda metrics: metrics[BEST_METRIC],
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=best_score,
                                            best_mode="max", cleanup_tmp_directories=writer)
     # Named handlers put the manager in multi-item mode up front; left to orbax, the mode would be
     # guessed from the first step restored and a later save with the other item would be refused.
@@ -225,12 +250,12 @@ def resolve_step(manager: ocp.CheckpointManager, which) -> int:
 
 
 def candidates(manager: ocp.CheckpointManager, which: str) -> list[int]:
-    """The steps to try for 'latest' (newest first) or 'best' (by validation macro-F1, ties to the
+    """The steps to try for 'latest' (newest first) or 'best' (by `best_score`, ties to the
     newer; then the steps without metrics, newest first, as orbax's `best_step` falls back)."""
     steps = sorted(manager.all_steps(), reverse=True)
     if which == "latest":
         return steps
-    scored = [(manager.metrics(s) or {}).get(BEST_METRIC) for s in steps]
+    scored = [best_score(manager.metrics(s)) for s in steps]
     ranked = sorted((-score, -step) for step, score in zip(steps, scored) if score is not None)
     return [-step for _, step in ranked] + [step for step, score in zip(steps, scored) if score is None]
 

@@ -32,11 +32,11 @@ def cross_fitted_scores(probs, labels, folds, method: str) -> list[dict]:
     """Per fold: macro-F1 at 0.5, with thresholds fitted on the fold itself (in-sample), and with
     thresholds fitted on all other folds (cross-fitted)."""
     rows = []
+    crossed = postprocess.cross_fitted_predictions(probs, labels, folds, method=method)
     for fold in np.unique(folds):
-        inside, outside = folds == fold, folds != fold
+        inside = folds == fold
         _, in_sample = postprocess.search_thresholds(probs[inside], labels[inside], method=method)
-        others, _ = postprocess.search_thresholds(probs[outside], labels[outside], method=method)
-        cross = postprocess.macro_f1(labels[inside], postprocess.apply_thresholds(probs[inside], others))
+        cross = postprocess.macro_f1(labels[inside], crossed[inside])
         rows.append({"fold": int(fold), "images": int(inside.sum()),
                      "f1_at_0.5": float(postprocess.macro_f1(labels[inside], probs[inside] > 0.5)),
                      "in_sample": float(in_sample), "cross_fitted": float(cross)})

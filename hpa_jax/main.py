@@ -61,9 +61,13 @@ def main(argv):
            "lr_find": lr_finder.lr_find, "cv": cv.cross_validate, "plan": plan.plan}
     with distributed.exit_promptly(), one_line_errors(f"hpa_jax{distributed.label()}"), distributed.lost_peers(), \
             distributed.quiet_unless_primary():
+        results = {}
         for mode in FLAGS.mode:
-            run[mode](FLAGS.config, FLAGS.workdir)
+            results[mode] = run[mode](FLAGS.config, FLAGS.workdir)
             distributed.barrier(f"after {mode}")
+        if "evaluate" in results and FLAGS.mode[-1] != "evaluate":
+            for line in inference.headline(results["evaluate"]):   # the score, last, where a person looks
+                print(line)
 
 
 def cli():

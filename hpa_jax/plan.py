@@ -17,10 +17,11 @@ be at least the one device's; the predict step, with nothing repeated, costs eac
 an eighth of one device's (tests/test_plan.py).
 
 Only the throughput needs real computation: a few train steps on random uint8 images. On CPUs
-those run at a small per-device batch (`plan.measure_batch`) when the configured one is costly (a
-paper-size batch takes minutes per step there), and the rate is scaled to the configured batch;
-on GPUs and TPUs at the configured batch itself. The programs compile concurrently, each in its
-own thread: compiling is most of the plan's time on a CPU.
+those run at a small per-device batch (`plan.measure_batch`) and crop (`plan.measure_size`) when
+the configured ones are costly (a paper-size batch takes minutes per step there, one 512 px image
+5-10 s), and the step time is scaled to the configured batch and crop by their FLOPs; on GPUs and
+TPUs at the configured batch and crop themselves. Each program compiles in its own thread while
+the next is lowered: lowering and compiling are most of the plan's time on a CPU.
 """
 
 import concurrent.futures
@@ -145,18 +146,28 @@ def compiler_options(platform: str, runs: bool) -> dict:
     return ANALYSIS_ONLY if platform == "cpu" and not runs else {}
 
 
-def compile_concurrently(lowered: dict) -> dict:
-    """name -> (compiled program, seconds its compilation took) from name -> (lowered program,
-    compiler options), each compiled in its own thread: XLA compiles without the GIL, and the
-    programs are independent, so with free cores they overlap."""
-    def compile_one(program_and_options):
-        program, options = program_and_options
-        start = time.perf_counter()
-        compiled = program.compile(compiler_options=options) if options else program.compile()
-        return compiled, time.perf_counter() - start
+class Compiler:
+    """Compiles each lowered program in its own thread as soon as it is handed over, while the
+    caller lowers the next: lowering is Python (it holds the GIL), compiling is XLA's C++ (it
+    does not), so lowering one program overlaps compiling the others, and with free cores the
+    compilations overlap each other. `results()`: name -> (compiled, seconds compiling took)."""
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(lowered)) as pool:
-        return dict(zip(lowered, pool.map(compile_one, lowered.values())))
+    def __init__(self):
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=3)
+        self._futures = {}
+
+    def submit(self, name: str, lowered, options: dict) -> None:
+        def compile_one():
+            start = time.perf_counter()
+            compiled = lowered.compile(compiler_options=options) if options else lowered.compile()
+            return compiled, time.perf_counter() - start
+        self._futures[name] = self._pool.submit(compile_one)
+
+    def results(self) -> dict:
+        try:
+            return {name: future.result() for name, future in self._futures.items()}
+        finally:
+            self._pool.shutdown()
 
 
 def tree_bytes(tree) -> int:
@@ -221,15 +232,19 @@ def load_average() -> float | None:
 CPU_MEASURE_FLOPS = 2e11
 
 
-def measured_per_device_batch(config, per_device: int, accumulation: int, platform: str, step_flops: float) -> int:
-    """The per-device batch the timed steps run at: the configured one on GPUs and TPUs, and on
-    CPUs where its steps are cheap (`CPU_MEASURE_FLOPS`); otherwise `plan.measure_batch`, rounded
-    up to a multiple of the accumulation steps (the same program, smaller micro-batches)."""
+def measured_shape(config, per_device: int, accumulation: int, size: int, platform: str,
+                   step_flops: float) -> tuple[int, int]:
+    """(per-device batch, crop side) the timed steps run at: the configured ones on GPUs and TPUs,
+    and on CPUs where their steps are cheap (`CPU_MEASURE_FLOPS`); otherwise `plan.measure_batch`
+    images, rounded up to a multiple of the accumulation steps (the same program, smaller
+    micro-batches), of at most `plan.measure_size` px: a paper config's single 512 px image
+    takes 5-10 s a step on two cores, a quarter of that at 256 px."""
     steps = int(config.plan.measure_steps) + 1
     if platform != "cpu" or steps * step_flops <= CPU_MEASURE_FLOPS:
-        return per_device
+        return per_device, size
     wanted = max(int(config.plan.measure_batch), 1)
-    return min(-(-wanted // accumulation) * accumulation, per_device)
+    smaller = int(config.plan.get("measure_size", 0) or size)
+    return min(-(-wanted // accumulation) * accumulation, per_device), min(smaller, size)
 
 
 def zero_state(abstract_state):
@@ -260,15 +275,21 @@ def time_train_steps(compiled, config, mesh, abstract_state, per_device: int, si
     return statistics.median(times[1:])
 
 
-def throughput(step_seconds: float, measured_batch: int, per_device: int, local_devices: int, flops: float) -> dict:
-    """Images per second per device and on this host, from a step of `measured_batch` images
-    per device, and the step time at the configured `per_device` batch (scaled when they differ:
-    a step's time grows about linearly with its batch)."""
-    per_device_rate = measured_batch / step_seconds
-    return {"per_device_batch": measured_batch, "step_seconds": step_seconds,
+def throughput(step_seconds: float, measured: dict, configured: dict, local_devices: int) -> dict:
+    """Seconds per step and images per second per device and on this host at the configured
+    batch and crop, from timed steps of the `measured` ones; each is {"per_device_batch",
+    "image_size", "flops"} (per device). Where they differ the time is scaled by the FLOPs: the
+    measured step's FLOP rate carried over to the configured step (a step's time grows about
+    linearly with its batch and its pixels; at other sizes XLA:CPU's rate differs by up to ~20%)."""
+    rate = measured["flops"] / step_seconds
+    scaled = (measured["per_device_batch"], measured["image_size"]) != (configured["per_device_batch"],
+                                                                         configured["image_size"])
+    at_config = configured["flops"] / rate if scaled else step_seconds
+    per_device_rate = configured["per_device_batch"] / at_config
+    return {"per_device_batch": measured["per_device_batch"], "image_size": measured["image_size"],
+            "step_seconds": step_seconds, "scaled": scaled, "step_seconds_at_config_batch": at_config,
             "images_per_s_per_device": per_device_rate, "images_per_s_host": per_device_rate * local_devices,
-            "step_seconds_at_config_batch": per_device / per_device_rate, "scaled": measured_batch != per_device,
-            "flops_per_s_per_device": flops / step_seconds}
+            "flops_per_s_per_device": rate}
 
 
 # ---- the data path ----------------------------------------------------------------------------
@@ -414,12 +435,13 @@ def summary_lines(result: dict) -> list[str]:
     if m is None:
         lines.append(f"  measured       not run ({result['measured_note']})")
     else:
-        scaled = (f"; at {t['per_device_batch']} per device {m['step_seconds_at_config_batch']:.3g} s per step "
-                  f"(scaled)" if m["scaled"] else "")
-        lines += [f"  measured       train step at {m['per_device_batch']} per device: {m['step_seconds']:.3g} s "
+        configured = (f"at {t['per_device_batch']} x {size_text(t['image_size'])} per device "
+                      f"{m['step_seconds_at_config_batch']:.3g} s per step (scaled by FLOPs): " if m["scaled"] else "")
+        lines += [f"  measured       train step at {m['per_device_batch']} x {size_text(m['image_size'])} per device: "
+                  f"{m['step_seconds']:.3g} s "
                   f"(median of {m['steps']} after a warm-up), {human_flops(m['flops_per_s_per_device'])}/s per device",
-                  f"                 {m['images_per_s_per_device']:.3g} images/s per device, "
-                  f"{m['images_per_s_host']:.3g} images/s on this host{scaled}"]
+                  f"                 {configured}{m['images_per_s_per_device']:.3g} images/s per device, "
+                  f"{m['images_per_s_host']:.3g} images/s on this host"]
     data = result["data"]
     if "error" in data:
         lines.append("  data path      not timed (see the warning)")
@@ -434,29 +456,32 @@ def summary_lines(result: dict) -> list[str]:
 
 # ---- the mode -----------------------------------------------------------------------------------
 
-def compile_programs(config, mesh, model, abstract_state, sizes: dict, batches: dict) -> tuple[dict, int]:
-    """The train step at the configured batch and the predict step, and the train step at the
-    measured batch where that differs (on CPUs); name -> (compiled, seconds), and the measured
-    per-device batch. Programs that will not run compile for analysis only (`ANALYSIS_ONLY`)."""
-    platform, per_device = mesh.local_devices[0].platform, batches["train_per_device"]
+def compile_programs(config, mesh, model, abstract_state, sizes: dict, batches: dict) -> tuple[dict, dict]:
+    """The train step at the configured batch and the predict step, and on CPUs where that
+    step is costly the train step at the measured shape (`measured_shape`); name -> (compiled,
+    seconds), and the measured {"per_device_batch", "image_size"}. Programs that will not run
+    compile for analysis only (`ANALYSIS_ONLY`); each compiles while the next is lowered."""
+    platform, per_device, size = mesh.local_devices[0].platform, batches["train_per_device"], sizes["train"]
     train_step = train.make_train_step(config, mesh, stand_in_class_weights(config))
     predict_step = inference.make_predict_step(model, config, mesh)
 
-    def lower_train(per_device_batch):
+    def lower_train(per_device_batch, side):
         return train_step.jitted.lower(abstract_state, *abstract_batch(config, mesh, per_device_batch * mesh.size,
-                                                                       sizes["train"]), abstract_key(mesh))
+                                                                       side), abstract_key(mesh))
 
-    train_lowered = lower_train(per_device)
-    measured_batch = measured_per_device_batch(config, per_device, batches["accumulation_steps"], platform,
-                                               program_flops(train_lowered))
+    train_lowered = lower_train(per_device, size)
+    measured_batch, measured_size = measured_shape(config, per_device, batches["accumulation_steps"], size, platform,
+                                                   program_flops(train_lowered))
     measuring = int(config.plan.measure_steps) > 0
+    separate = measuring and (measured_batch, measured_size) != (per_device, size)
+    compiler = Compiler()
+    compiler.submit("train", train_lowered, compiler_options(platform, measuring and not separate))
+    if separate:
+        compiler.submit("measure", lower_train(measured_batch, measured_size), {})
     variables = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}
     eval_images = abstract_batch(config, mesh, config.eval.batch_size, *sizes["eval"])[0]
-    lowered = {"train": (train_lowered, compiler_options(platform, measuring and measured_batch == per_device)),
-               "predict": (predict_step.jitted.lower(variables, eval_images), compiler_options(platform, False))}
-    if measuring and measured_batch != per_device:
-        lowered["measure"] = (lower_train(measured_batch), {})
-    return compile_concurrently(lowered), measured_batch
+    compiler.submit("predict", predict_step.jitted.lower(variables, eval_images), compiler_options(platform, False))
+    return compiler.results(), {"per_device_batch": measured_batch, "image_size": measured_size}
 
 
 def plan(config, workdir) -> dict:
@@ -475,7 +500,7 @@ def plan(config, workdir) -> dict:
     abstract_state = inference.abstract_train_state(model, tx, config.in_channels, mesh)
     size, per_device = sizes["train"], batches["train_per_device"]
 
-    compiled, measured_batch = compile_programs(config, mesh, model, abstract_state, sizes, batches)
+    compiled, measured_at = compile_programs(config, mesh, model, abstract_state, sizes, batches)
 
     result = {
         "model": f"{config.model.name} ({config.model.head.pool} head, {config.model.dtype})",
@@ -493,7 +518,7 @@ def plan(config, workdir) -> dict:
     }
     for name in ("train_step", "predict_step"):
         result[name]["fits"] = None if limit is None else needed_bytes(result[name]["memory"]) <= limit
-    result["measured"], result["measured_note"] = measure(config, mesh, abstract_state, measured_batch,
+    result["measured"], result["measured_note"] = measure(config, mesh, abstract_state, measured_at,
                                                           compiled.get("measure", compiled["train"]), result)
     result["data"] = data_summary(config, source, data_error, result["measured"])
     result["warnings"] = plan_warnings(result, config)
@@ -508,20 +533,24 @@ def plan(config, workdir) -> dict:
     return result
 
 
-def measure(config, mesh, abstract_state, measured_batch: int, program, result: dict):
+def measure(config, mesh, abstract_state, shape: dict, program, result: dict):
     """(throughput record or None, why not measured): timed train steps of `program`, compiled
-    for `measured_batch` images per device, unless `plan.measure_steps` is 0 or the step would
-    not fit the device at the configured batch."""
+    for `shape` ({"per_device_batch", "image_size"}), unless `plan.measure_steps` is 0 or the
+    step would not fit the device at the configured batch."""
     steps = int(config.plan.measure_steps)
     if steps <= 0:
         return None, "plan.measure_steps=0"
     train_plan = result["train_step"]
-    per_device = train_plan["per_device_batch"]
-    if measured_batch == per_device and train_plan["fits"] is False:
+    configured = {"per_device_batch": train_plan["per_device_batch"], "image_size": train_plan["image_size"],
+                  "flops": train_plan["flops_per_device"]}
+    same = (shape["per_device_batch"], shape["image_size"]) == (configured["per_device_batch"],
+                                                                configured["image_size"])
+    if same and train_plan["fits"] is False:
         return None, "the train step does not fit the device"
     compiled, compile_seconds = program
     start = time.perf_counter()
-    seconds = time_train_steps(compiled, config, mesh, abstract_state, measured_batch, train_plan["image_size"], steps)
-    record = throughput(seconds, measured_batch, per_device, len(mesh.local_devices), program_flops(compiled))
+    seconds = time_train_steps(compiled, config, mesh, abstract_state, shape["per_device_batch"],
+                               shape["image_size"], steps)
+    record = throughput(seconds, {**shape, "flops": program_flops(compiled)}, configured, len(mesh.local_devices))
     return {**record, "steps": steps, "compile_seconds": compile_seconds,
             "seconds_measuring": time.perf_counter() - start}, ""

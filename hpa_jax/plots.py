@@ -12,8 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_training_curves(metrics_path, out_path) -> pathlib.Path:
-    """Loss (train and validation) and validation macro-F1 per epoch, side by side (drawn by the
-    primary process only)."""
+    """Loss (train and validation) and validation macro-F1 per epoch (at the threshold, and with
+    per-class thresholds cross-fitted where recorded), side by side (drawn by the primary process
+    only)."""
     if not is_primary():
         return pathlib.Path(out_path)
     records = [json.loads(line) for line in pathlib.Path(metrics_path).read_text().splitlines() if line]
@@ -23,7 +24,11 @@ def plot_training_curves(metrics_path, out_path) -> pathlib.Path:
     ax_loss.plot(epochs, [r["val_loss"] for r in records], "o-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax_loss.legend()
-    ax_f1.plot(epochs, [r["val_macro_f1"] for r in records], "o-", color="tab:green")
+    ax_f1.plot(epochs, [r["val_macro_f1"] for r in records], "o-", color="tab:green", label="at the threshold")
+    if all("val_macro_f1_cross_fitted" in r for r in records):
+        ax_f1.plot(epochs, [r["val_macro_f1_cross_fitted"] for r in records], "s-", color="tab:purple",
+                   label="fitted thresholds, cross-fitted")
+        ax_f1.legend()
     ax_f1.set(xlabel="epoch", ylabel="macro-F1", title="Validation macro-F1", ylim=(0, None))
     for ax in (ax_loss, ax_f1):
         ax.grid(alpha=0.3)

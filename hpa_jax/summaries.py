@@ -54,6 +54,9 @@ class Summaries:
         self.writer.add_scalar("train/epoch_loss", record["train_loss"], step)
         self.writer.add_scalar("val/loss", record["val_loss"], step)
         self.writer.add_scalar("val/macro_f1", record["val_macro_f1"], step)
+        for name in ("val_macro_f1_fitted", "val_macro_f1_cross_fitted"):
+            if name in record:
+                self.writer.add_scalar(f"val/{name[len('val_'):]}", record[name], step)
         for c, f1 in zip(range(NUM_CLASSES), record["val_per_class_f1"], strict=True):
             self.writer.add_scalar(f"val_f1/{class_slug(c)}", f1, step)
         self.writer.flush()

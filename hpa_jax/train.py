@@ -24,7 +24,7 @@ from hpa_jax import (checkpoint, distributed, inference, losses, optim, outputs,
                      sharding)
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import oversample, pipeline
-from hpa_jax.data.datasets import load_dataset
+from hpa_jax.data.datasets import fold_seed, load_dataset
 from hpa_jax.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from hpa_jax.models import create_model_from_config, encoder_module_sort_key
 from hpa_jax.sharding import MESH_AXIS
@@ -291,6 +291,7 @@ def train_and_evaluate(config, workdir) -> dict:
     mesh = sharding.make_mesh()
     sharding.check_divisible(config.train.batch_size, mesh, "train.batch_size")
     sharding.check_divisible(config.eval.batch_size, mesh, "eval.batch_size")
+    best_metric(config)
     train_rows = oversampled_rows(config, dataset.train_labels, train_idx)
     steps_per_epoch = pipeline.steps_per_epoch(len(train_rows), config.train.batch_size,
                                                config.train.get("steps_per_epoch", 0))
@@ -406,15 +407,17 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop,
         record = {"epoch": epoch + 1, "step": int(state.step), "cycle_end": int(state.step) in cycle_end_steps,
                   "lr": float(loop.schedule(int(state.step) - 1)),
                   "train_loss": train_loss, "epoch_seconds": round(time.time() - start, 2),
-                  **inference.score(loop.val_source.labels, probs, config.eval.threshold)}
+                  **inference.score(loop.val_source.labels, probs, config.eval.threshold),
+                  **fitted_scores(config, loop.val_source.labels, probs)}
         if distributed.is_primary():
             with open(workdir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
         if tensorboard:
             tensorboard.epoch(record)
         print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  val_loss {record['val_loss']:.4f}  "
-              f"val_macro_f1 {record['val_macro_f1']:.4f}")
-        checkpoint.save(manager, int(state.step), state, {checkpoint.BEST_METRIC: record["val_macro_f1"]})
+              f"val_macro_f1 {record['val_macro_f1']:.4f} (fitted thresholds: {record['val_macro_f1_fitted']:.4f} "
+              f"in-sample, {record['val_macro_f1_cross_fitted']:.4f} cross-fitted)")
+        checkpoint.save(manager, int(state.step), state, checkpoint.epoch_metrics(record, best_metric(config)))
         if stop.signum is not None and epoch + 1 < config.train.num_epochs:
             checkpoint.wait(manager)
             raise TrainingInterrupted(f"stopped by {signal_name(stop.signum)} at the end of epoch {epoch + 1} (step "
@@ -422,6 +425,23 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop,
                                       f"same command to resume", stop.signum)
     checkpoint.wait(manager)
     return record
+
+
+def best_metric(config) -> str:
+    return checkpoint.check_best_metric(config.checkpoint.get("best_metric", checkpoint.BEST_METRIC))
+
+
+def fitted_scores(config, labels: np.ndarray, probs: np.ndarray) -> dict:
+    """The epoch's validation macro-F1 with per-class thresholds (`eval.threshold_method`) fitted
+    on the fold itself (in-sample, what `checkpoint.best_metric=val_macro_f1_fitted` ranks by) and
+    cross-fitted over the fold's two halves (honest: a learning curve of what fitted thresholds
+    give on new images)."""
+    method = config.eval.threshold_method
+    _, in_sample = postprocess.search_thresholds(probs, labels, method=method)
+    halves = inference.validation_halves(labels, fold_seed(config))
+    crossed = postprocess.cross_fitted_predictions(probs, labels, halves, method=method)
+    return {"val_macro_f1_fitted": float(in_sample),
+            "val_macro_f1_cross_fitted": float(postprocess.macro_f1(labels, crossed))}
 
 
 def signal_name(signum: int) -> str:

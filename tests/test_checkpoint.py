@@ -91,3 +91,27 @@ def test_checkpoints_written_before_named_items_still_restore(tmp_path):
     manager.wait_until_finished()
     assert checkpoint.restore_progress(manager, 4)["batches_done"] == 1
     np.testing.assert_array_equal(checkpoint.restore(manager, 4, state)["w"], state["w"] + 1)
+
+
+def test_best_metric_chooses_what_best_means(tmp_path):
+    """Five epochs whose three validation figures disagree: 'best' (for the reader too, which is
+    given no config) is the highest macro-F1, the highest fitted macro-F1 or the lowest loss, as
+    `checkpoint.best_metric` says; an unknown metric is a one-line ConfigError."""
+    import pytest
+    from hpa_jax.errors import ConfigError
+
+    epochs = {1: (0.20, 0.40, 0.30), 2: (0.35, 0.45, 0.25), 3: (0.30, 0.55, 0.22),
+              4: (0.25, 0.50, 0.18), 5: (0.28, 0.52, 0.21)}     # step: (macro-F1, fitted, loss)
+    expected = {"val_macro_f1": 2, "val_macro_f1_fitted": 3, "val_loss": 4}
+    for metric, best in expected.items():
+        manager = checkpoint.checkpoint_manager(tmp_path / metric, keep=1)
+        for step, (f1, fitted, loss) in epochs.items():
+            record = {"val_macro_f1": f1, "val_macro_f1_fitted": fitted, "val_loss": loss}
+            checkpoint.save(manager, step, {"w": np.arange(3.0)}, checkpoint.epoch_metrics(record, metric))
+        manager.wait_until_finished()
+        assert sorted(manager.all_steps()) == sorted({best, 5})               # the best and the last kept
+        reader = checkpoint.checkpoint_manager(tmp_path / metric, must_exist=True)
+        assert checkpoint.resolve_step(reader, "best") == best
+        assert checkpoint.candidates(reader, "best")[0] == best
+    with pytest.raises(ConfigError, match="checkpoint.best_metric 'f1'"):
+        checkpoint.epoch_metrics({"val_macro_f1": 0.1}, "f1")

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -39,7 +40,18 @@ def test_train_evaluate_predict(tmp_path):
     folds = pd.read_csv(workdir / "folds.csv")
     assert len(folds) == 64 and evaluation["num_images"] == (folds["fold"] == 0).sum()
     assert evaluation["checkpoint_step"] == records[0]["step"] == (64 - evaluation["num_images"]) // 16
-    assert "label-prior baseline" in result.stdout
+    # the last lines: the score four ways, the honest one labelled as such, as eval_metrics.json has them
+    last = result.stdout.strip().splitlines()[-5:]
+    assert last[0].startswith("validation macro-F1, ") and "checkpoint step" in last[0]
+    figures = {m.group(1): float(m.group(2)) for m in map(re.compile(r"^  (.+?) +(\d\.\d{4})\b").match, last[1:])}
+    assert figures == {"at threshold 0.5": round(evaluation["val_macro_f1"], 4),
+                       "per-class thresholds, cross-fitted": round(evaluation["val_macro_f1_cross_fitted"], 4),
+                       "per-class thresholds, in-sample": round(evaluation["val_macro_f1_fitted_in_sample"], 4),
+                       "label-prior baseline": round(evaluation["label_prior_macro_f1"], 4)}
+    assert "honest" in last[2] and "optimistic" in last[3]
+    # training's epoch record scored the same checkpoint's validation predictions the same ways
+    assert records[0]["val_macro_f1_fitted"] == evaluation["val_macro_f1_fitted_in_sample"]
+    assert records[0]["val_macro_f1_cross_fitted"] == evaluation["val_macro_f1_cross_fitted"]
     assert "| 27 | Rods & rings |" in (workdir / "report.md").read_text()
 
     submission = pd.read_csv(workdir / "submission.csv", dtype=str, keep_default_na=False)

@@ -175,3 +175,25 @@ def test_cli_plan(tmp_path):
     assert "predict step   2 x 32 px per device, 1 TTA view(s)" in out and "images/s per reader worker" in out
     saved = json.loads((tmp_path / "w" / "plan.json").read_text())
     assert saved["train_step"]["flops_per_device"] > 0 and saved["devices"]["mesh"] == 8
+
+
+def test_costly_cpu_steps_are_timed_smaller_and_scaled_by_flops(tmp_path):
+    """On CPUs a step too costly to time (`plan.CPU_MEASURE_FLOPS`) runs at `plan.measure_batch`
+    (rounded up to the accumulation steps) and at most `plan.measure_size` px; its FLOP rate is
+    carried over to the configured step. GPUs always time the configured step."""
+    config = plan_config(tmp_path, **{"plan.measure_size": 16, "plan.measure_batch": 1})
+    cheap, costly = plan.CPU_MEASURE_FLOPS / 10, plan.CPU_MEASURE_FLOPS
+    assert plan.measured_shape(config, 2, 2, 32, "cpu", cheap) == (2, 32)
+    assert plan.measured_shape(config, 2, 2, 32, "cpu", costly) == (2, 16)
+    assert plan.measured_shape(config, 8, 1, 32, "cpu", costly) == (1, 16)
+    assert plan.measured_shape(config, 8, 1, 12, "cpu", costly) == (1, 12)
+    assert plan.measured_shape(config, 8, 1, 32, "gpu", costly) == (8, 32)
+
+    measured = {"per_device_batch": 1, "image_size": 16, "flops": 2e9}          # 2 GFLOP in 0.5 s: 4 GFLOP/s
+    configured = {"per_device_batch": 8, "image_size": 32, "flops": 64e9}
+    record = plan.throughput(0.5, measured, configured, local_devices=2)
+    assert record["scaled"] and record["flops_per_s_per_device"] == pytest.approx(4e9)
+    assert record["step_seconds_at_config_batch"] == pytest.approx(16.0)           # 64 GFLOP at 4 GFLOP/s
+    assert record["images_per_s_per_device"] == pytest.approx(0.5) and record["images_per_s_host"] == pytest.approx(1)
+    same = plan.throughput(0.5, {**configured}, configured, local_devices=1)
+    assert not same["scaled"] and same["images_per_s_per_device"] == pytest.approx(16)

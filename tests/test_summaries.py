@@ -33,6 +33,8 @@ def test_event_files_hold_the_metrics_of_the_run(tiny_run):
         assert scalars["train/lr"][step] == pytest.approx(record["lr"], rel=1e-6)
         assert scalars["val/loss"][step] == pytest.approx(record["val_loss"], rel=1e-6)
         assert scalars["val/macro_f1"][step] == pytest.approx(record["val_macro_f1"], rel=1e-6, abs=1e-7)
+        for name in ("macro_f1_fitted", "macro_f1_cross_fitted"):
+            assert scalars[f"val/{name}"][step] == pytest.approx(record[f"val_{name}"], rel=1e-6, abs=1e-7)
         for c, f1 in enumerate(record["val_per_class_f1"]):
             assert scalars[f"val_f1/{class_slug(c)}"][step] == pytest.approx(f1, rel=1e-6, abs=1e-7)
     # The config as text: the JSON of config.json, indented as a Markdown code block.

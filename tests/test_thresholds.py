@@ -119,3 +119,28 @@ def test_force_one_fills_empty_rows_with_the_argmax_only():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="unknown threshold method 'best'"):
         postprocess.search_thresholds(np.zeros((2, C)), np.zeros((2, C)), method="best")
+
+
+def test_cross_fitted_predictions_use_only_the_other_parts_thresholds():
+    """Each half is decided by the brute-force greedy thresholds of the other half; the labels of
+    a half never change its own predictions; the honest score sits below the in-sample one."""
+    probs, labels = random_problem(3, n=200)
+    coarse, fine = postprocess.COARSE_GRID, postprocess.FINE_GRID
+    halves = np.arange(len(probs)) % 2
+    preds = postprocess.cross_fitted_predictions(probs, labels, halves)
+    for half in (0, 1):
+        inside = halves == half
+        others, _ = brute_greedy(probs[~inside], labels[~inside], coarse, fine)
+        np.testing.assert_array_equal(preds[inside], probs[inside] > others)
+
+    shuffled = labels.copy()
+    shuffled[halves == 0] = np.random.default_rng(0).permutation(labels[halves == 0])
+    again = postprocess.cross_fitted_predictions(probs, shuffled, halves)
+    np.testing.assert_array_equal(again[halves == 0], preds[halves == 0])
+
+    scores = postprocess.honest_scores(probs, labels, halves)
+    assert scores["macro_f1_cross_fitted"] == pytest.approx(brute_macro_f1(labels, preds), rel=1e-6)
+    assert scores["macro_f1_at_threshold"] == pytest.approx(brute_macro_f1(labels, probs > 0.5), rel=1e-6)
+    assert scores["macro_f1_cross_fitted"] < scores["macro_f1_in_sample"]
+    with pytest.raises(ValueError, match="two parts"):
+        postprocess.cross_fitted_predictions(probs, labels, np.zeros(len(probs), int))

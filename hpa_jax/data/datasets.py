@@ -102,10 +102,18 @@ def union_hashes(union: combined.Union, data_config) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def fold_seed(config) -> int:
+    """What draws the folds (and the halves of a validation fold): `data.fold_seed`, or `seed` when
+    unset. Fixing it while `seed` varies repeats a run with another initialisation and data order
+    on the very same split (the ablation's seeds)."""
+    chosen = config.data.get("fold_seed")
+    return int(config.seed if chosen is None else chosen)
+
+
 def load_dataset(config) -> HPADataset:
     """Reads the label files of every training source, handles near-duplicates across all of them
     (`data.duplicates`: drop them, keeping the first-listed source's copy, or keep each group in
-    one fold) and assigns multi-label stratified folds over the union (seeded by `config.seed`)."""
+    one fold) and assigns multi-label stratified folds over the union (seeded by `fold_seed`)."""
     root = resolve_root(config.data)
     union = combined.read_union(combined.sources_from_config(config.data, root), config.num_classes)
     ids, labels, source_index = union.ids, union.labels, union.source
@@ -118,7 +126,7 @@ def load_dataset(config) -> HPADataset:
             config.data.duplicates, config.data.duplicate_distance)
         print(summary.with_sources(union.source_names, rows) if len(union.sources) > 1 else summary)
         ids, labels, source_index = ids[rows], labels[rows], source_index[rows]
-    folds = folds_lib.stratified_folds(labels, config.data.num_folds, config.seed, groups=groups)
+    folds = folds_lib.stratified_folds(labels, config.data.num_folds, fold_seed(config), groups=groups)
     submission = root / "sample_submission.csv"
     test_ids = (pd.read_csv(submission, dtype=str, keep_default_na=False)["Id"].to_numpy()
                 if submission.is_file() else np.array([], dtype=str))

@@ -1,0 +1,196 @@
+"""The paper's ablation rerun on the embedded synthetic benchmark: what each technique adds,
+with its spread over seeds. A benchmark, never a test.
+
+    python scripts/ablation.py run                        # every row, 3 seeds; resumable
+    python scripts/ablation.py run --rows=d --seeds=0     # one row's training, one seed
+    python scripts/ablation.py curve                      # the levelling-off study: the full recipe, longer
+    python scripts/ablation.py report                     # docs/ablation.md and docs/ablation.png
+
+Rows, cumulative as in the paper's tables: (a) timm's head (GAP + FC), BCE, one LR, plain cosine;
+(b) + ACP and buffering layers; (c) + hard sampler; (d) + E-loss with focal; (e) + layer-group
+LRs, warm restarts, oversampling; (f) + D4 TTA; (g) + per-class thresholds. Off the cumulative
+path, the full recipe (g) with each technique removed alone. Rows differing only in TTA or
+thresholds share their training runs: 11 trainings per seed.
+
+Each (training, seed) is one workdir `WORKDIR/<training>/seed<k>`: trained by the package's own
+`train.train_and_evaluate` (the seed varies the initialisation and the data order; the synthetic
+dataset and its folds, `data.fold_seed`, stay fixed), then its last checkpoint's validation
+probabilities are written without and with D4 TTA (`val_probs.npz`) and `done.json` marks it
+finished: a finished run is never redone, an interrupted one resumes from its checkpoint. The
+report reads only those files, so it can be rerun at will and from any subset of finished runs.
+
+Every run is scored three ways on the validation fold: macro-F1 at 0.5; with per-class
+thresholds cross-fitted (fitted on one stratified half of the fold, scored on the other, both
+ways: honest); and per-class F1 averaged over Kaggle's 14 most frequent classes ("common") and
+the other 14 ("rare"). The last checkpoint is scored rather than a "best" one, so that no
+selection criterion favours a recipe; how the criteria would have chosen is analysed separately
+from each epoch's validation record (`metrics.jsonl`).
+"""
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from bench_util import REPO, machine
+
+DOC = REPO / "docs" / "ablation.md"
+FIGURE = REPO / "docs" / "ablation.png"
+CURVES = REPO / "docs" / "ablation_curves.png"
+SEEDS = (0, 1, 2)
+
+# The benchmark's size, chosen so that the full recipe's validation score has levelled off by the
+# last epoch (`curve`, docs/ablation.md) within ~3 h for all rows on two cores.
+SCALE = {
+    "data.synthetic.num_train": 2000, "data.synthetic.num_test": 1, "data.synthetic.image_size": 64,
+    "data.crop_size": 64, "data.fold_seed": 0, "model.width": 16, "train.batch_size": 32,
+    "train.num_epochs": 36, "optim.cycle_epochs": 9, "checkpoint.keep": 1,
+}
+
+# Each technique: the config values with it and without it. "tta" and "thresholds" act after
+# training (no config values), the others on training.
+TECHNIQUES = {
+    "acp_head": ({"model.head.pool": "acp", "model.head.layers": ((128, 0.25),)},
+                 {"model.head.pool": "gap", "model.head.layers": ()}),
+    "hard_sampler": ({"loss.hard_sample_ratio": 0.75}, {"loss.hard_sample_ratio": 1.0}),
+    "e_loss_focal": ({"loss.name": "bce+focal", "loss.e_alpha": 0.99}, {"loss.name": "bce", "loss.e_alpha": 0.0}),
+    "group_lrs": ({"optim.group_lr_multipliers": (0.5, 1.0)}, {"optim.group_lr_multipliers": (1.0,)}),
+    "warm_restarts": ({"optim.schedule": "cosine_restarts"}, {"optim.schedule": "cosine"}),
+    "oversampling": ({"data.oversample_max_factor": 3}, {"data.oversample_max_factor": 1}),
+    "tta": None,
+    "thresholds": None,
+}
+NAMES = {"acp_head": "ACP and buffering layers", "hard_sampler": "hard sampler", "e_loss_focal": "E-loss with focal",
+         "group_lrs": "layer-group LRs", "warm_restarts": "warm restarts", "oversampling": "oversampling",
+         "tta": "D4 TTA", "thresholds": "per-class thresholds"}
+CUMULATIVE = (
+    ("a", "timm's head (GAP + FC), BCE, one LR, plain cosine", ()),
+    ("b", "+ ACP and buffering layers", ("acp_head",)),
+    ("c", "+ hard sampler", ("hard_sampler",)),
+    ("d", "+ E-loss with focal", ("e_loss_focal",)),
+    ("e", "+ layer-group LRs, warm restarts, oversampling", ("group_lrs", "warm_restarts", "oversampling")),
+    ("f", "+ D4 TTA", ("tta",)),
+    ("g", "+ per-class thresholds", ("thresholds",)),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    name: str
+    label: str
+    techniques: frozenset
+
+    @property
+    def training(self) -> str:
+        """The name of the training run this row scores: its training techniques, in TECHNIQUES order."""
+        used = [t for t in TECHNIQUES if t in self.techniques and TECHNIQUES[t] is not None]
+        return "+".join(used) or "baseline"
+
+
+def rows() -> list[Row]:
+    """The cumulative rows a-g, then the full recipe without each technique ("g-<technique>")."""
+    found, have = [], frozenset()
+    for name, label, added in CUMULATIVE:
+        have = have | set(added)
+        found.append(Row(name, label, have))
+    full = found[-1].techniques
+    found += [Row(f"g-{t}", f"g without {NAMES[t]}", full - {t}) for t in TECHNIQUES]
+    return found
+
+
+def run_config(training: str, seed: int, scale: dict | None = None):
+    """The quickstart's config at the benchmark's scale with the training's techniques on."""
+    from hpa_jax.configs import quickstart
+
+    config = quickstart.get_config()
+    used = set() if training == "baseline" else set(training.split("+"))
+    values = dict(SCALE if scale is None else scale)
+    for technique, pair in TECHNIQUES.items():
+        if pair is not None:
+            values.update(pair[0] if technique in used else pair[1])
+    values["seed"] = seed
+    for key, value in values.items():
+        *parents, field = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[field] = value
+    return config
+
+
+# ---- running ------------------------------------------------------------------------------------
+
+def run_one(config, run_dir: pathlib.Path) -> dict:
+    """Trains (or resumes) one run, then writes its last checkpoint's validation probabilities
+    without and with D4 TTA, and `done.json` last."""
+    from hpa_jax import inference, outputs, train
+    from hpa_jax.data.datasets import load_dataset
+
+    start = time.time()
+    train.train_and_evaluate(config, run_dir)
+    config = inference.training_config(config, run_dir)
+    model, mesh, variables, step = inference.restore_variables(config, run_dir, "latest")
+    dataset = load_dataset(config)
+    _, val_idx = dataset.split(config.data.fold)
+    probs = {}
+    for name, views in (("plain", (0,)), ("d4", tuple(range(8)))):
+        view_config = config.copy_and_resolve_references()
+        view_config.eval.tta = views
+        predict_step = inference.make_predict_step(model, view_config, mesh)
+        probs[name] = inference.predict_probs(predict_step, variables, mesh, view_config,
+                                              dataset.train_source(val_idx, view_config.data), desc=f"validate {name}")
+    np.savez(run_dir / "val_probs.npz", ids=dataset.train_ids[val_idx], labels=dataset.train_labels[val_idx],
+             train_counts=dataset.train_labels[dataset.split(config.data.fold)[0]].sum(0), **probs)
+    record = {"step": int(step), "seconds": round(time.time() - start, 1), "when": time.strftime("%Y-%m-%d")}
+    outputs.write_json(run_dir / "done.json", record)
+    return record
+
+
+def run(args) -> None:
+    wanted = [r for r in rows() if not args.rows or r.name in args.rows]
+    trainings = list(dict.fromkeys(r.training for r in wanted))
+    todo = [(t, s) for s in args.seeds for t in trainings]
+    print(f"ablation: {len(trainings)} trainings x {len(args.seeds)} seeds -> {args.workdir}")
+    for i, (training, seed) in enumerate(todo, 1):
+        run_dir = args.workdir / training / f"seed{seed}"
+        if (run_dir / "done.json").is_file():
+            print(f"[{i}/{len(todo)}] {training} seed {seed}: done already")
+            continue
+        print(f"[{i}/{len(todo)}] {training} seed {seed} -> {run_dir}")
+        record = run_one(run_config(training, seed), run_dir)
+        print(f"[{i}/{len(todo)}] {training} seed {seed}: {record['seconds']:.0f} s")
+
+
+def curve(args) -> None:
+    """The full recipe at `--epochs_factor` times the benchmark's training length (the same
+    cycle length: more warm-restart cycles), one seed: does the validation score still climb
+    after the benchmark's last epoch?"""
+    scale = dict(SCALE)
+    scale["train.num_epochs"] = int(SCALE["train.num_epochs"] * args.epochs_factor)
+    full = rows()[len(CUMULATIVE) - 1].training
+    from hpa_jax import train
+
+    train.train_and_evaluate(run_config(full, 0, scale), args.workdir / "curve" / f"x{args.epochs_factor:g}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("run", "curve", "report"))
+    parser.add_argument("--workdir", type=pathlib.Path, default=REPO / "runs" / "ablation")
+    parser.add_argument("--rows", type=lambda s: s.split(","), default=None, help="comma-separated row names")
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(SEEDS))
+    parser.add_argument("--epochs_factor", type=float, default=1.5, help="curve: training length x this")
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        import ablation_report
+        ablation_report.write(args.workdir, rows(), machine())
+    else:
+        {"run": run, "curve": curve}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""`scripts/ablation.py report`: docs/ablation.md and its figures from the finished runs' files
+(`val_probs.npz`, `metrics.jsonl`, `done.json`); nothing is trained or predicted here.
+
+The hand-written analysis between `<!-- notes -->` and `<!-- /notes -->` in docs/ablation.md is
+kept as it is when the tables are regenerated.
+"""
+
+import json
+import pathlib
+import re
+
+import numpy as np
+
+from bench_util import REPO, _read
+
+DOC = REPO / "docs" / "ablation.md"
+FIGURE = REPO / "docs" / "ablation.png"
+CURVES = REPO / "docs" / "ablation_curves.png"
+SELECTION = ("val_macro_f1", "val_macro_f1_fitted", "val_loss", "last")
+
+
+def common_classes() -> np.ndarray:
+    """Kaggle's 14 most frequent classes (bool mask): "common"; the other 14 are "rare"."""
+    from hpa_jax.classes import KAGGLE_TRAIN_COUNTS
+
+    counts = np.asarray(KAGGLE_TRAIN_COUNTS)
+    mask = np.zeros(len(counts), bool)
+    mask[np.argsort(-counts, kind="stable")[:len(counts) // 2]] = True
+    return mask
+
+
+def finished_runs(workdir: pathlib.Path) -> dict:
+    """(training, seed) -> the run's folder, for every run with `done.json`."""
+    found = {}
+    for done in sorted(workdir.glob("*/seed*/done.json")):
+        run_dir = done.parent
+        found[(run_dir.parent.name, int(run_dir.name[len("seed"):]))] = run_dir
+    return found
+
+
+def score_run(run_dir: pathlib.Path, tta: bool, thresholds: bool, seed: int) -> dict:
+    """A row's figures for one run: macro-F1 at 0.5 and cross-fitted over the fold's stratified
+    halves, the headline (cross-fitted if the row fits thresholds, else at 0.5), and the
+    headline's per-class F1 averaged over common and rare classes."""
+    from hpa_jax import inference, postprocess
+    from hpa_jax.data.datasets import fold_seed
+
+    saved = np.load(run_dir / "val_probs.npz")
+    labels, probs = saved["labels"], saved["d4" if tta else "plain"]
+    config = json.loads((run_dir / "config.json").read_text())
+    halves = inference.validation_halves(labels, fold_seed(_Config(config)))
+    at_half = probs > 0.5
+    crossed = postprocess.cross_fitted_predictions(probs, labels, halves)
+    headline = crossed if thresholds else at_half
+    per_class = np.asarray(postprocess.per_class_f1(labels, headline))
+    common = common_classes()
+    _, best_single = postprocess.search_thresholds(probs, labels, method="single")
+    return {"headline": float(per_class.mean()), "at_0.5": float(postprocess.macro_f1(labels, at_half)),
+            "cross_fitted": float(postprocess.macro_f1(labels, crossed)),
+            "common": float(per_class[common].mean()), "rare": float(per_class[~common].mean()),
+            "mean_prob_over_label_rate": float(probs.mean() / max(labels.mean(), 1e-12)),
+            "best_single_threshold_f1": float(best_single), "seed": seed}
+
+
+class _Config:
+    """Just enough of a ConfigDict, from a saved config.json, for `fold_seed`."""
+
+    def __init__(self, saved: dict):
+        self.seed = saved["seed"]
+        self.data = saved["data"]
+
+
+def mean_sd(values) -> str:
+    values = np.asarray(values, float)
+    if not len(values):
+        return "-"
+    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
+    return f"{values.mean():.4f} ± {sd:.4f}" if len(values) > 1 else f"{values.mean():.4f}"
+
+
+def paired_difference(scores: dict, row: str, reference: str) -> list[float]:
+    """Per seed (the seeds both rows have): row's headline minus the reference's."""
+    seeds = sorted(set(scores[row]) & set(scores[reference]))
+    return [scores[row][s]["headline"] - scores[reference][s]["headline"] for s in seeds]
+
+
+def signed(values) -> str:
+    values = np.asarray(values, float)
+    if not len(values):
+        return "-"
+    sd = f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else ""
+    return f"{values.mean():+.4f}{sd}"
+
+
+def selection_table(runs: dict, trainings: list[str]) -> list[str]:
+    """For each training, which validation figure picks the best epoch, and the cross-fitted
+    macro-F1 (no TTA) of the epoch each picks, mean over seeds."""
+    lines = ["| training | " + " | ".join(f"best by {c}" for c in SELECTION) + " |",
+             "|---|" + "---|" * len(SELECTION)]
+    for training in trainings:
+        picked = {c: [] for c in SELECTION}
+        for (name, _), run_dir in runs.items():
+            if name != training:
+                continue
+            records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+            if not records or "val_macro_f1_cross_fitted" not in records[0]:
+                continue
+            for criterion in SELECTION:
+                if criterion == "last":
+                    chosen = records[-1]
+                elif criterion == "val_loss":
+                    chosen = min(records, key=lambda r: (r["val_loss"], -r["epoch"]))
+                else:
+                    chosen = max(records, key=lambda r: (r[criterion], r["epoch"]))
+                picked[criterion].append(chosen["val_macro_f1_cross_fitted"])
+        if any(picked.values()):
+            lines.append(f"| {training} | " + " | ".join(mean_sd(picked[c]) for c in SELECTION) + " |")
+    return lines
+
+
+def draw(rows, scores: dict, path: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cumulative = [r for r in rows if "-" not in r.name and scores.get(r.name)]
+    removed = [r for r in rows if "-" in r.name and scores.get(r.name)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for i, row in enumerate(cumulative):
+        values = [v["headline"] for v in scores[row.name].values()]
+        left.scatter([i] * len(values), values, color="tab:gray", s=14, zorder=2)
+        left.errorbar(i, np.mean(values), yerr=np.std(values, ddof=1) if len(values) > 1 else 0, fmt="o",
+                      color="tab:blue", capsize=4, zorder=3)
+    left.set_xticks(range(len(cumulative)), [r.name for r in cumulative])
+    left.set(title="Cumulative rows (a-g): validation macro-F1, mean ± sd over seeds", ylabel="macro-F1")
+    left.grid(alpha=0.3)
+    full = next((r for r in rows if r.name == "g"), None)
+    for i, row in enumerate(removed):
+        diffs = paired_difference(scores, row.name, full.name) if full and scores.get(full.name) else []
+        if diffs:
+            right.barh(i, np.mean(diffs), xerr=np.std(diffs, ddof=1) if len(diffs) > 1 else 0, capsize=4,
+                       color="tab:red" if np.mean(diffs) < 0 else "tab:green")
+    right.axvline(0, color="black", lw=0.8)
+    right.set_yticks(range(len(removed)), [r.label.replace("g without ", "without ") for r in removed])
+    right.set(title="Full recipe (g) without one technique: change in macro-F1", xlabel="difference to g")
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def draw_curves(workdir: pathlib.Path, runs: dict, full_training: str, path: pathlib.Path) -> bool:
+    """Validation macro-F1 per epoch of the full recipe's runs and of the longer `curve` runs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [(f"{full_training} seed {seed}", run_dir / "metrics.jsonl")
+              for (training, seed), run_dir in sorted(runs.items()) if training == full_training]
+    series += [(f"full recipe, {d.name} length, seed 0", d / "metrics.jsonl") for d in sorted((workdir / "curve").glob("x*"))]
+    series = [(name, path_) for name, path_ in series if path_.is_file()]
+    if not series:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for name, metrics in series:
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+        epochs = [r["epoch"] for r in records]
+        left.plot(epochs, [r["val_macro_f1"] for r in records], "-", label=name)
+        if all("val_macro_f1_cross_fitted" in r for r in records):
+            right.plot(epochs, [r["val_macro_f1_cross_fitted"] for r in records], "-", label=name)
+    left.set(title="Validation macro-F1 at 0.5", xlabel="epoch", ylabel="macro-F1")
+    right.set(title="With per-class thresholds, cross-fitted", xlabel="epoch")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def kept_notes(text: str) -> str:
+    match = re.search(r"<!-- notes -->.*?<!-- /notes -->", text, flags=re.S)
+    return match.group(0) if match else "<!-- notes -->\n(analysis to be written once every row has run)\n<!-- /notes -->"
+
+
+def write(workdir: pathlib.Path, rows, machine: str) -> pathlib.Path:
+    runs = finished_runs(workdir)
+    scores = {}
+    for row in rows:
+        scores[row.name] = {seed: score_run(run_dir, "tta" in row.techniques, "thresholds" in row.techniques, seed)
+                            for (training, seed), run_dir in runs.items() if training == row.training}
+    seconds = sum(json.loads((d / "done.json").read_text())["seconds"] for d in runs.values())
+    header = ["| row | what | seeds | macro-F1 (headline) | vs previous row | at 0.5 | cross-fitted thresholds | "
+              "common classes | rare classes |", "|---|---|---|---|---|---|---|---|---|"]
+    table, previous = list(header), None
+    for row in rows:
+        if "-" in row.name:
+            continue
+        s = scores[row.name]
+        diff = signed(paired_difference(scores, row.name, previous)) if previous else ""
+        table.append(f"| {row.name} | {row.label} | {len(s)} | {mean_sd([v['headline'] for v in s.values()])} | "
+                     f"{diff} | {mean_sd([v['at_0.5'] for v in s.values()])} | "
+                     f"{mean_sd([v['cross_fitted'] for v in s.values()])} | {mean_sd([v['common'] for v in s.values()])} | "
+                     f"{mean_sd([v['rare'] for v in s.values()])} |")
+        previous = row.name
+    removed = ["| row | what | seeds | macro-F1 (headline) | vs g | common classes | rare classes |",
+               "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if "-" not in row.name:
+            continue
+        s = scores[row.name]
+        removed.append(f"| {row.name} | {row.label} | {len(s)} | {mean_sd([v['headline'] for v in s.values()])} | "
+                       f"{signed(paired_difference(scores, row.name, 'g'))} | "
+                       f"{mean_sd([v['common'] for v in s.values()])} | {mean_sd([v['rare'] for v in s.values()])} |")
+    trainings = list(dict.fromkeys(r.training for r in rows))
+    calibration = ["| training | mean probability / label rate | best single threshold's macro-F1 | at 0.5 |",
+                   "|---|---|---|---|"]
+    for training in trainings:
+        row = next(r for r in rows if r.training == training and "tta" not in r.techniques) if any(
+            r.training == training and "tta" not in r.techniques for r in rows) else None
+        if row is None or not scores[row.name]:
+            continue
+        s = scores[row.name].values()
+        calibration.append(f"| {training} | {mean_sd([v['mean_prob_over_label_rate'] for v in s])} | "
+                           f"{mean_sd([v['best_single_threshold_f1'] for v in s])} | "
+                           f"{mean_sd([v['at_0.5'] for v in s])} |")
+    if any(scores.values()):
+        draw(rows, scores, FIGURE)
+    full_training = next(r.training for r in rows if r.name == "g")
+    curves = draw_curves(workdir, runs, full_training, CURVES)
+    import ablation
+    lines = [
+        "# The paper's ablation, rerun on the synthetic benchmark", "",
+        f"Generated by `scripts/ablation.py report` from {len(runs)} finished runs ({seconds / 3600:.1f} h of "
+        f"training and scoring on {machine}). What was run and how: the docstring of `scripts/ablation.py`.", "",
+        "Scale (the quickstart's ResNet18 recipe otherwise): " + ", ".join(f"`{k}={v}`" for k, v in
+                                                                        ablation.SCALE.items()) + ".", "",
+        "## Cumulative rows", "",
+        "Headline: macro-F1 at 0.5 for rows a-f, with per-class thresholds cross-fitted for g (fitted on one "
+        "stratified half of the validation fold, scored on the other, both ways). Mean ± sd over seeds; "
+        "\"vs previous row\" is the per-seed difference (same seed, same split), mean ± sd. Common / rare: "
+        "the headline predictions' per-class F1 over Kaggle's 14 most and 14 least frequent classes.", "",
+        *table, "", "![ablation](ablation.png)", "",
+        "## The full recipe without one technique", "", *removed, "",
+        "## Calibration", "",
+        "The mean predicted probability over the label rate (1 = calibrated on average), and what one "
+        "threshold fitted on the fold gives against 0.5: a loss that shifts probabilities loses at 0.5 what a "
+        "fitted threshold gives back.", "", *calibration, "",
+        "## Which checkpoint: the selection criterion", "",
+        "Each run's epochs, chosen by each criterion (`checkpoint.best_metric`, or the last epoch); the "
+        "cross-fitted macro-F1 (no TTA) of the chosen epoch, mean ± sd over seeds.", "",
+        *selection_table(runs, trainings), "",
+    ]
+    if curves:
+        lines += ["## Learning curves", "", "![learning curves](ablation_curves.png)", ""]
+    lines += ["## Rerun", "", "```bash", ".venv/bin/python scripts/ablation.py run --rows=d --seeds=0,1,2   # one row",
+              ".venv/bin/python scripts/ablation.py run                               # all rows (resumes)",
+              ".venv/bin/python scripts/ablation.py report", "```", "", "## Analysis", "",
+              kept_notes(_read(DOC)), ""]
+    DOC.write_text("\n".join(lines))
+    return DOC
