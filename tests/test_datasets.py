@@ -57,3 +57,21 @@ def test_oversampling_touches_only_training_rows():
     assert labels[rows, 27].sum() > labels[train_idx, 27].sum()
     config.data.oversample_max_factor = 1
     np.testing.assert_array_equal(oversampled_rows(config, labels, train_idx), train_idx)
+
+
+def test_fold_seed_fixes_the_split_while_seed_varies(shared_data):
+    """`data.fold_seed` set: every `seed` gets iterstrat's folds for that fold seed; unset, the
+    folds follow `seed` (as before the option existed)."""
+    from hpa_jax.data.folds import stratified_folds
+
+    config = default.get_config()
+    config.data.dir = str(shared_data / "hpa_kaggle_sample")
+    folds = {}
+    for fold_seed, seed in [(None, 1), (None, 2), (7, 1), (7, 2)]:
+        config.seed, config.data.fold_seed = seed, fold_seed
+        dataset = load_dataset(config)
+        folds[fold_seed, seed] = dataset.folds
+        expected = stratified_folds(dataset.train_labels, config.data.num_folds, seed if fold_seed is None else 7)
+        np.testing.assert_array_equal(dataset.folds, expected)
+    assert not np.array_equal(folds[None, 1], folds[None, 2])
+    np.testing.assert_array_equal(folds[7, 1], folds[7, 2])
