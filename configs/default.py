@@ -141,7 +141,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.plan = ml_collections.ConfigDict()           # --mode=plan: compiled cost, memory and throughput, no training
     c.plan.measure_batch = 1                       # per-device batch of the timed steps on CPUs when the step is costly
-    c.plan.measure_size = 256                      # at most this crop side for those steps (scaled by FLOPs to the config's)
+    c.plan.measure_size = 256                      # at most this crop side for those steps (scaled by FLOPs); 0 = data.crop_size
     c.plan.measure_steps = 3                       # timed train steps after one warm-up; 0 = do not run the step
     c.plan.data_samples = 16                       # training examples read to time one reader worker
     c.plan.device_memory_gb = 0.0                  # device memory (GiB) to check against; 0 = the local device's

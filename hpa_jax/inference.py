@@ -135,11 +135,9 @@ def evaluate(config, workdir) -> dict:
               "label_prior_macro_f1": postprocess.label_prior_baseline(dataset.train_labels[train_idx],
                                                                        source.labels, seed=config.seed)}
     result["val_per_class_f1"] = dict(zip(CLASS_NAMES, result["val_per_class_f1"]))
-    thresholds, result["val_macro_f1_fitted_in_sample"] = postprocess.search_thresholds(
-        probs, source.labels, method=config.eval.threshold_method)
-    halves = validation_halves(source.labels, fold_seed(config))
-    result["val_macro_f1_cross_fitted"] = float(postprocess.macro_f1(source.labels, postprocess.cross_fitted_predictions(
-        probs, source.labels, halves, method=config.eval.threshold_method)))
+    thresholds, fitted = fitted_scores(source.labels, probs, config.eval.threshold_method, fold_seed(config))
+    result["val_macro_f1_fitted_in_sample"] = fitted["val_macro_f1_fitted"]
+    result["val_macro_f1_cross_fitted"] = fitted["val_macro_f1_cross_fitted"]
     curves = "training_curves.png" if (workdir / "training_curves.png").is_file() else None
     report.write_report(workdir, title=f"Evaluation of step {step}, fold {config.data.fold}", labels=source.labels,
                         probs=probs, thresholds=thresholds, training_curves=curves,
@@ -161,6 +159,16 @@ def validation_halves(labels: np.ndarray, seed: int) -> np.ndarray:
     if len(labels) < 2:
         return np.arange(len(labels))
     return stratified_folds(labels, 2, seed)
+
+
+def fitted_scores(labels: np.ndarray, probs: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, dict]:
+    """(per-class thresholds fitted on the whole fold, its macro-F1 with them in-sample
+    ("val_macro_f1_fitted": what `checkpoint.best_metric=val_macro_f1_fitted` ranks by) and
+    cross-fitted over the fold's two halves ("val_macro_f1_cross_fitted": honest))."""
+    thresholds, in_sample = postprocess.search_thresholds(probs, labels, method=method)
+    crossed = postprocess.cross_fitted_predictions(probs, labels, validation_halves(labels, seed), method=method)
+    return thresholds, {"val_macro_f1_fitted": float(in_sample),
+                        "val_macro_f1_cross_fitted": float(postprocess.macro_f1(labels, crossed))}
 
 
 def headline(result: dict) -> list[str]:

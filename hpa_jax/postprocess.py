@@ -202,13 +202,3 @@ def cross_fitted_predictions(probs, labels, parts, *, method: str = "greedy") ->
         preds[inside] = apply_thresholds(probs[inside], thresholds)
     return preds
 
-
-def honest_scores(probs, labels, parts, *, threshold: float = 0.5, method: str = "greedy") -> dict:
-    """Macro-F1 of one set of predictions three ways: at `threshold`, with per-class thresholds
-    cross-fitted over `parts` (honest), and with thresholds fitted on all the rows they score
-    (in-sample: optimistic, the thresholds have seen the answers)."""
-    _, in_sample = search_thresholds(probs, labels, method=method)
-    cross = cross_fitted_predictions(probs, labels, parts, method=method)
-    return {"macro_f1_at_threshold": float(macro_f1(labels, np.asarray(probs, np.float32) > threshold)),
-            "macro_f1_cross_fitted": float(macro_f1(labels, cross)),
-            "macro_f1_in_sample": float(in_sample)}

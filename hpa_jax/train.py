@@ -408,7 +408,8 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop,
                   "lr": float(loop.schedule(int(state.step) - 1)),
                   "train_loss": train_loss, "epoch_seconds": round(time.time() - start, 2),
                   **inference.score(loop.val_source.labels, probs, config.eval.threshold),
-                  **fitted_scores(config, loop.val_source.labels, probs)}
+                  **inference.fitted_scores(loop.val_source.labels, probs, config.eval.threshold_method,
+                                            fold_seed(config))[1]}
         if distributed.is_primary():
             with open(workdir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -429,19 +430,6 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop,
 
 def best_metric(config) -> str:
     return checkpoint.check_best_metric(config.checkpoint.get("best_metric", checkpoint.BEST_METRIC))
-
-
-def fitted_scores(config, labels: np.ndarray, probs: np.ndarray) -> dict:
-    """The epoch's validation macro-F1 with per-class thresholds (`eval.threshold_method`) fitted
-    on the fold itself (in-sample, what `checkpoint.best_metric=val_macro_f1_fitted` ranks by) and
-    cross-fitted over the fold's two halves (honest: a learning curve of what fitted thresholds
-    give on new images)."""
-    method = config.eval.threshold_method
-    _, in_sample = postprocess.search_thresholds(probs, labels, method=method)
-    halves = inference.validation_halves(labels, fold_seed(config))
-    crossed = postprocess.cross_fitted_predictions(probs, labels, halves, method=method)
-    return {"val_macro_f1_fitted": float(in_sample),
-            "val_macro_f1_cross_fitted": float(postprocess.macro_f1(labels, crossed))}
 
 
 def signal_name(signum: int) -> str:

@@ -43,12 +43,15 @@ FIGURE = REPO / "docs" / "ablation.png"
 CURVES = REPO / "docs" / "ablation_curves.png"
 SEEDS = (0, 1, 2)
 
-# The benchmark's size, chosen so that the full recipe's validation score has levelled off by the
-# last epoch (`curve`, docs/ablation.md) within ~3 h for all rows on two cores.
+# The benchmark's size: the full recipe's cross-fitted validation macro-F1 has levelled off by the
+# last epoch (`curve`: at the ends of 9-epoch cycles 0.225, 0.299, 0.343, 0.376, 0.393, then 0.396
+# after a sixth), and 33 trainings fit in ~3 h on two cores (~7 s an epoch). The quickstart's
+# width 16 learns more per epoch (6-epoch cycles: 0.392, 0.426, 0.431 at epochs 24, 30, 36) but
+# costs 2.5x per image: a 4+ h ablation; its 128 px fields would cost 4x more again.
 SCALE = {
-    "data.synthetic.num_train": 2000, "data.synthetic.num_test": 1, "data.synthetic.image_size": 64,
-    "data.crop_size": 64, "data.fold_seed": 0, "model.width": 16, "train.batch_size": 32,
-    "train.num_epochs": 36, "optim.cycle_epochs": 9, "checkpoint.keep": 1,
+    "data.synthetic.num_train": 3000, "data.synthetic.num_test": 1, "data.synthetic.image_size": 64,
+    "data.crop_size": 64, "data.fold_seed": 0, "model.width": 8, "train.batch_size": 32,
+    "train.num_epochs": 45, "optim.cycle_epochs": 9, "checkpoint.keep": 1,
 }
 
 # Each technique: the config values with it and without it. "tta" and "thresholds" act after
@@ -78,6 +81,18 @@ CUMULATIVE = (
 )
 
 
+# Other settings of the techniques the paper tunes by hand, each a variant of the full recipe (g)
+# run only when asked (`run --probes`): where a technique hurts, does another setting help?
+PROBES = {
+    "e_alpha_0.9": {"loss.e_alpha": 0.9},
+    "e_alpha_0.999": {"loss.e_alpha": 0.999},
+    "e_raw_weights": {"loss.normalize_weights": False},
+    "e_weights_bce": {"loss.name": "bce"},
+    "hard_ratio_0.5": {"loss.hard_sample_ratio": 0.5},
+    "hard_ratio_0.9": {"loss.hard_sample_ratio": 0.9},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
     name: str
@@ -102,16 +117,24 @@ def rows() -> list[Row]:
     return found
 
 
+def full_training() -> str:
+    return rows()[len(CUMULATIVE) - 1].training
+
+
 def run_config(training: str, seed: int, scale: dict | None = None):
-    """The quickstart's config at the benchmark's scale with the training's techniques on."""
+    """The quickstart's config at the benchmark's scale with the training's techniques on; a
+    training "probe-NAME" is the full recipe with PROBES[NAME] on top."""
     from hpa_jax.configs import quickstart
 
     config = quickstart.get_config()
+    probe = PROBES[training[len("probe-"):]] if training.startswith("probe-") else {}
+    training = full_training() if probe else training
     used = set() if training == "baseline" else set(training.split("+"))
     values = dict(SCALE if scale is None else scale)
     for technique, pair in TECHNIQUES.items():
         if pair is not None:
             values.update(pair[0] if technique in used else pair[1])
+    values.update(probe)
     values["seed"] = seed
     for key, value in values.items():
         *parents, field = key.split(".")
@@ -152,7 +175,8 @@ def run_one(config, run_dir: pathlib.Path) -> dict:
 
 def run(args) -> None:
     wanted = [r for r in rows() if not args.rows or r.name in args.rows]
-    trainings = list(dict.fromkeys(r.training for r in wanted))
+    trainings = list(dict.fromkeys(r.training for r in wanted)) if args.rows or not args.probes else []
+    trainings += [f"probe-{name}" for name in args.probes or ()]
     todo = [(t, s) for s in args.seeds for t in trainings]
     print(f"ablation: {len(trainings)} trainings x {len(args.seeds)} seeds -> {args.workdir}")
     for i, (training, seed) in enumerate(todo, 1):
@@ -171,10 +195,9 @@ def curve(args) -> None:
     after the benchmark's last epoch?"""
     scale = dict(SCALE)
     scale["train.num_epochs"] = int(SCALE["train.num_epochs"] * args.epochs_factor)
-    full = rows()[len(CUMULATIVE) - 1].training
     from hpa_jax import train
 
-    train.train_and_evaluate(run_config(full, 0, scale), args.workdir / "curve" / f"x{args.epochs_factor:g}")
+    train.train_and_evaluate(run_config(full_training(), 0, scale), args.workdir / "curve" / f"x{args.epochs_factor:g}")
 
 
 def main(argv=None):
@@ -182,8 +205,10 @@ def main(argv=None):
     parser.add_argument("command", choices=("run", "curve", "report"))
     parser.add_argument("--workdir", type=pathlib.Path, default=REPO / "runs" / "ablation")
     parser.add_argument("--rows", type=lambda s: s.split(","), default=None, help="comma-separated row names")
+    parser.add_argument("--probes", type=lambda s: s.split(","), default=None,
+                        help=f"comma-separated variants of the full recipe: {', '.join(PROBES)} (alone: only these)")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(SEEDS))
-    parser.add_argument("--epochs_factor", type=float, default=1.5, help="curve: training length x this")
+    parser.add_argument("--epochs_factor", type=float, default=1.2, help="curve: training length x this")
     args = parser.parse_args(argv)
     if args.command == "report":
         import ablation_report

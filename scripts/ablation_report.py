@@ -9,6 +9,7 @@ import json
 import pathlib
 import re
 
+import ml_collections
 import numpy as np
 
 from bench_util import REPO, _read
@@ -47,8 +48,8 @@ def score_run(run_dir: pathlib.Path, tta: bool, thresholds: bool, seed: int) -> 
 
     saved = np.load(run_dir / "val_probs.npz")
     labels, probs = saved["labels"], saved["d4" if tta else "plain"]
-    config = json.loads((run_dir / "config.json").read_text())
-    halves = inference.validation_halves(labels, fold_seed(_Config(config)))
+    config = ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
+    halves = inference.validation_halves(labels, fold_seed(config))
     at_half = probs > 0.5
     crossed = postprocess.cross_fitted_predictions(probs, labels, halves)
     headline = crossed if thresholds else at_half
@@ -60,14 +61,6 @@ def score_run(run_dir: pathlib.Path, tta: bool, thresholds: bool, seed: int) -> 
             "common": float(per_class[common].mean()), "rare": float(per_class[~common].mean()),
             "mean_prob_over_label_rate": float(probs.mean() / max(labels.mean(), 1e-12)),
             "best_single_threshold_f1": float(best_single), "seed": seed}
-
-
-class _Config:
-    """Just enough of a ConfigDict, from a saved config.json, for `fold_seed`."""
-
-    def __init__(self, saved: dict):
-        self.seed = saved["seed"]
-        self.data = saved["data"]
 
 
 def mean_sd(values) -> str:
@@ -92,10 +85,18 @@ def signed(values) -> str:
     return f"{values.mean():+.4f}{sd}"
 
 
-def selection_table(runs: dict, trainings: list[str]) -> list[str]:
+def training_rows(rows) -> dict:
+    """training -> the first row that scores it, which names it in the tables."""
+    names = {}
+    for row in rows:
+        names.setdefault(row.training, row.name)
+    return names
+
+
+def selection_table(runs: dict, trainings: dict) -> list[str]:
     """For each training, which validation figure picks the best epoch, and the cross-fitted
     macro-F1 (no TTA) of the epoch each picks, mean over seeds."""
-    lines = ["| training | " + " | ".join(f"best by {c}" for c in SELECTION) + " |",
+    lines = ["| training (row) | " + " | ".join("last epoch" if c == "last" else f"best by {c}" for c in SELECTION) + " |",
              "|---|" + "---|" * len(SELECTION)]
     for training in trainings:
         picked = {c: [] for c in SELECTION}
@@ -114,7 +115,7 @@ def selection_table(runs: dict, trainings: list[str]) -> list[str]:
                     chosen = max(records, key=lambda r: (r[criterion], r["epoch"]))
                 picked[criterion].append(chosen["val_macro_f1_cross_fitted"])
         if any(picked.values()):
-            lines.append(f"| {training} | " + " | ".join(mean_sd(picked[c]) for c in SELECTION) + " |")
+            lines.append(f"| {trainings[training]} | " + " | ".join(mean_sd(picked[c]) for c in SELECTION) + " |")
     return lines
 
 
@@ -155,9 +156,15 @@ def draw_curves(workdir: pathlib.Path, runs: dict, full_training: str, path: pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = [(f"{full_training} seed {seed}", run_dir / "metrics.jsonl")
+    series = [(f"benchmark (width 8), seed {seed}", run_dir / "metrics.jsonl")
               for (training, seed), run_dir in sorted(runs.items()) if training == full_training]
-    series += [(f"full recipe, {d.name} length, seed 0", d / "metrics.jsonl") for d in sorted((workdir / "curve").glob("x*"))]
+    for curve_dir in sorted((workdir / "curve").glob("*")):
+        if (curve_dir / "config.json").is_file():
+            saved = json.loads((curve_dir / "config.json").read_text())
+            ran = len(_read(curve_dir / "metrics.jsonl").splitlines())
+            series.append((f"width {saved['model']['width']}, {saved['data']['synthetic']['num_train']} fields, "
+                           f"{ran} epochs, {saved['optim']['cycle_epochs']}-epoch cycles, seed {saved['seed']}",
+                           curve_dir / "metrics.jsonl"))
     series = [(name, path_) for name, path_ in series if path_.is_file()]
     if not series:
         return False
@@ -213,23 +220,32 @@ def write(workdir: pathlib.Path, rows, machine: str) -> pathlib.Path:
         removed.append(f"| {row.name} | {row.label} | {len(s)} | {mean_sd([v['headline'] for v in s.values()])} | "
                        f"{signed(paired_difference(scores, row.name, 'g'))} | "
                        f"{mean_sd([v['common'] for v in s.values()])} | {mean_sd([v['rare'] for v in s.values()])} |")
-    trainings = list(dict.fromkeys(r.training for r in rows))
-    calibration = ["| training | mean probability / label rate | best single threshold's macro-F1 | at 0.5 |",
-                   "|---|---|---|---|"]
-    for training in trainings:
-        row = next(r for r in rows if r.training == training and "tta" not in r.techniques) if any(
-            r.training == training and "tta" not in r.techniques for r in rows) else None
-        if row is None or not scores[row.name]:
+    probes = ["| probe: the full recipe (g) with | seeds | macro-F1 (headline) | vs g | at 0.5 | common classes | "
+              "rare classes |", "|---|---|---|---|---|---|---|"]
+    import ablation
+    for name, values in ablation.PROBES.items():
+        found = {seed: score_run(d, True, True, seed) for (t, seed), d in runs.items() if t == f"probe-{name}"}
+        if not found:
             continue
-        s = scores[row.name].values()
-        calibration.append(f"| {training} | {mean_sd([v['mean_prob_over_label_rate'] for v in s])} | "
-                           f"{mean_sd([v['best_single_threshold_f1'] for v in s])} | "
-                           f"{mean_sd([v['at_0.5'] for v in s])} |")
+        scores[f"probe-{name}"] = found
+        setting = ", ".join(f"`{k}={v}`" for k, v in values.items())
+        probes.append(f"| {setting} | {len(found)} | {mean_sd([v['headline'] for v in found.values()])} | "
+                      f"{signed(paired_difference(scores, f'probe-{name}', 'g'))} | "
+                      f"{mean_sd([v['at_0.5'] for v in found.values()])} | "
+                      f"{mean_sd([v['common'] for v in found.values()])} | {mean_sd([v['rare'] for v in found.values()])} |")
+    trainings = training_rows(rows)
+    calibration = ["| training (row) | mean probability / label rate | best single threshold's macro-F1 | at 0.5 |",
+                   "|---|---|---|---|"]
+    for training, name in trainings.items():
+        s = [score_run(d, False, False, seed) for (t, seed), d in runs.items() if t == training]   # no TTA
+        if s:
+            calibration.append(f"| {name} | {mean_sd([v['mean_prob_over_label_rate'] for v in s])} | "
+                               f"{mean_sd([v['best_single_threshold_f1'] for v in s])} | "
+                               f"{mean_sd([v['at_0.5'] for v in s])} |")
     if any(scores.values()):
         draw(rows, scores, FIGURE)
     full_training = next(r.training for r in rows if r.name == "g")
     curves = draw_curves(workdir, runs, full_training, CURVES)
-    import ablation
     lines = [
         "# The paper's ablation, rerun on the synthetic benchmark", "",
         f"Generated by `scripts/ablation.py report` from {len(runs)} finished runs ({seconds / 3600:.1f} h of "
@@ -243,6 +259,9 @@ def write(workdir: pathlib.Path, rows, machine: str) -> pathlib.Path:
         "the headline predictions' per-class F1 over Kaggle's 14 most and 14 least frequent classes.", "",
         *table, "", "![ablation](ablation.png)", "",
         "## The full recipe without one technique", "", *removed, "",
+        *(["## Other settings of the techniques", "",
+           "Variants of the full recipe, scored as row g (D4 TTA, cross-fitted thresholds).", "", *probes, ""]
+          if len(probes) > 2 else []),
         "## Calibration", "",
         "The mean predicted probability over the label rate (1 = calibrated on average), and what one "
         "threshold fitted on the fold gives against 0.5: a loss that shifts probabilities loses at 0.5 what a "

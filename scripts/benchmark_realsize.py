@@ -98,7 +98,7 @@ def measure_config(name: str, data: pathlib.Path, tmp: pathlib.Path) -> dict:
     cpu_args = [*base, f"--workdir={cpu}", "--config.train.batch_size=4", "--config.train.steps_per_epoch=2",
                 "--config.data.num_folds=10",
                 "--config.train.num_epochs=1", "--config.eval.batch_size=4", "--config.checkpoint.keep=1",
-                "--config.plan.measure_batch=4", "--config.plan.measure_steps=2"]
+                "--config.plan.measure_batch=4", "--config.plan.measure_size=0", "--config.plan.measure_steps=2"]
     seconds = {mode: run_main([*cpu_args, f"--mode={mode}"], 1, tmp / "cache")
                for mode in ("plan", "train", "evaluate", "predict")}
     record = {"name": name, "paper_batch": batch, "gpu_batch": gpu_batch, "seconds": seconds,
