@@ -84,12 +84,16 @@ CUMULATIVE = (
 # Other settings of the techniques the paper tunes by hand, each a variant of the full recipe (g)
 # run only when asked (`run --probes`): where a technique hurts, does another setting help?
 PROBES = {
+    "acp_no_buffer": {"model.head.layers": ()},
+    "buffer_no_dropout": {"model.head.layers": ((128, 0.0),)},
     "e_alpha_0.9": {"loss.e_alpha": 0.9},
     "e_alpha_0.999": {"loss.e_alpha": 0.999},
     "e_raw_weights": {"loss.normalize_weights": False},
     "e_weights_bce": {"loss.name": "bce"},
     "hard_ratio_0.5": {"loss.hard_sample_ratio": 0.5},
     "hard_ratio_0.9": {"loss.hard_sample_ratio": 0.9},
+    "oversample_x2": {"data.oversample_max_factor": 2},
+    "restarts_15_epochs": {"optim.cycle_epochs": 15},
 }
 
 
