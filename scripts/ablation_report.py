@@ -186,6 +186,47 @@ def draw_curves(workdir: pathlib.Path, runs: dict, full_training: str, path: pat
     return True
 
 
+# What the paper reports for each technique (Zhang et al. 2021, Results: Tables 1-3, in words).
+PAPER_SAYS = {
+    "acp_head": "Table 1: the modified architectures \"greatly improve\" F1",
+    "hard_sampler": "Table 1: \"a large increase in F1\" with hard example mining",
+    "e_loss_focal": "Table 2: \"+1-2%\" F1 with E-loss (with focal)",
+    "group_lrs": "Table 3: training- and testing-time strategies together \"approximately +1%\"",
+    "warm_restarts": "(Table 3, with the other strategies)",
+    "oversampling": "(Table 3, with the other strategies)",
+    "tta": "(Table 3, with the other strategies)",
+    "thresholds": "(Table 3, with the other strategies)",
+}
+
+
+def direction(values) -> str:
+    """+ or - where the mean differs from 0 by more than one sd over seeds, else ~."""
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return "?"
+    mean, sd = values.mean(), values.std(ddof=1)
+    return "~" if abs(mean) <= sd else ("+" if mean > 0 else "-")
+
+
+def paper_table(rows, scores: dict) -> list[str]:
+    """Per technique: the paper's claim, the cumulative step that adds it (with the techniques
+    added in the same step), and what it contributes to the full recipe (g minus g without it)."""
+    import ablation
+
+    lines = ["| technique | the paper | cumulative step here | in the full recipe (g - g without it) | direction here |",
+             "|---|---|---|---|---|"]
+    names = [r.name for r in rows if "-" not in r.name]
+    for technique, claim in PAPER_SAYS.items():
+        step = next((names[i] for i, (_, _, added) in enumerate(ablation.CUMULATIVE) if technique in added), None)
+        previous = names[names.index(step) - 1] if step and names.index(step) > 0 else None
+        cumulative = paired_difference(scores, step, previous) if previous else []
+        removed = f"g-{technique}"
+        contribution = [-d for d in paired_difference(scores, removed, "g")] if scores.get(removed) else []
+        lines.append(f"| {ablation.NAMES[technique]} | {claim} | {step}: {signed(cumulative)} | {signed(contribution)} | "
+                     f"{direction(contribution)} |")
+    return lines
+
+
 def kept_notes(text: str) -> str:
     match = re.search(r"<!-- notes -->.*?<!-- /notes -->", text, flags=re.S)
     return match.group(0) if match else "<!-- notes -->\n(analysis to be written once every row has run)\n<!-- /notes -->"
@@ -275,7 +316,11 @@ def write(workdir: pathlib.Path, rows, machine: str) -> pathlib.Path:
         lines += ["## Learning curves", "", "![learning curves](ablation_curves.png)", ""]
     lines += ["## Rerun", "", "```bash", ".venv/bin/python scripts/ablation.py run --rows=d --seeds=0,1,2   # one row",
               ".venv/bin/python scripts/ablation.py run                               # all rows (resumes)",
-              ".venv/bin/python scripts/ablation.py report", "```", "", "## Analysis", "",
+              ".venv/bin/python scripts/ablation.py report", "```", "",
+              "## Against the paper, technique by technique", "",
+              "Cumulative step: the row that adds the technique minus the row before (row e adds three). In the "
+              "full recipe: g minus g without the technique, per seed. Direction: + or - where that mean is more "
+              "than one sd from 0, ~ otherwise.", "", *paper_table(rows, scores), "", "## Analysis", "",
               kept_notes(_read(DOC)), ""]
     DOC.write_text("\n".join(lines))
     return DOC
