@@ -17,6 +17,7 @@ from bench_util import REPO, _read
 DOC = REPO / "docs" / "ablation.md"
 FIGURE = REPO / "docs" / "ablation.png"
 CURVES = REPO / "docs" / "ablation_curves.png"
+CLASSES = REPO / "docs" / "ablation_classes.png"
 SELECTION = ("val_macro_f1", "val_macro_f1_fitted", "val_loss", "last")
 
 
@@ -60,7 +61,7 @@ def score_run(run_dir: pathlib.Path, tta: bool, thresholds: bool, seed: int) -> 
             "cross_fitted": float(postprocess.macro_f1(labels, crossed)),
             "common": float(per_class[common].mean()), "rare": float(per_class[~common].mean()),
             "mean_prob_over_label_rate": float(probs.mean() / max(labels.mean(), 1e-12)),
-            "best_single_threshold_f1": float(best_single), "seed": seed}
+            "best_single_threshold_f1": float(best_single), "seed": seed, "per_class": per_class.tolist()}
 
 
 def mean_sd(values) -> str:
@@ -127,13 +128,16 @@ def draw(rows, scores: dict, path: pathlib.Path) -> None:
     cumulative = [r for r in rows if "-" not in r.name and scores.get(r.name)]
     removed = [r for r in rows if "-" in r.name and scores.get(r.name)]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for i, row in enumerate(cumulative):
-        values = [v["headline"] for v in scores[row.name].values()]
-        left.scatter([i] * len(values), values, color="tab:gray", s=14, zorder=2)
-        left.errorbar(i, np.mean(values), yerr=np.std(values, ddof=1) if len(values) > 1 else 0, fmt="o",
-                      color="tab:blue", capsize=4, zorder=3)
+    for key, color, shift, label in (("at_0.5", "tab:blue", -0.1, "at 0.5"),
+                                     ("cross_fitted", "tab:purple", 0.1, "cross-fitted thresholds")):
+        for i, row in enumerate(cumulative):
+            values = [v[key] for v in scores[row.name].values()]
+            left.scatter([i + shift] * len(values), values, color="tab:gray", s=10, zorder=2)
+            left.errorbar(i + shift, np.mean(values), yerr=np.std(values, ddof=1) if len(values) > 1 else 0, fmt="o",
+                          color=color, capsize=4, zorder=3, label=label if i == 0 else None)
     left.set_xticks(range(len(cumulative)), [r.name for r in cumulative])
-    left.set(title="Cumulative rows (a-g): validation macro-F1, mean ± sd over seeds", ylabel="macro-F1")
+    left.set(title="Cumulative rows: mean ± sd over seeds (dots)", ylabel="validation macro-F1")
+    left.legend(fontsize=8)
     left.grid(alpha=0.3)
     full = next((r for r in rows if r.name == "g"), None)
     for i, row in enumerate(removed):
@@ -143,11 +147,40 @@ def draw(rows, scores: dict, path: pathlib.Path) -> None:
                        color="tab:red" if np.mean(diffs) < 0 else "tab:green")
     right.axvline(0, color="black", lw=0.8)
     right.set_yticks(range(len(removed)), [r.label.replace("g without ", "without ") for r in removed])
-    right.set(title="Full recipe (g) without one technique: change in macro-F1", xlabel="difference to g")
+    right.set(title="Full recipe (g) without one technique", xlabel="change in macro-F1 (below 0: the technique helps)")
     right.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def draw_classes(rows, scores: dict, path: pathlib.Path) -> bool:
+    """Per-class F1 (headline predictions, mean over seeds) of the cumulative rows against each
+    class's frequency: which classes a technique helps or hurts."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hpa_jax.classes import KAGGLE_TRAIN_COUNTS
+
+    shown = [r for r in rows if "-" not in r.name and scores.get(r.name)]
+    if not shown:
+        return False
+    counts = np.asarray(KAGGLE_TRAIN_COUNTS, float)
+    order = np.argsort(-counts)
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    for row in shown:
+        per_class = np.mean([v["per_class"] for v in scores[row.name].values()], axis=0)
+        ax.plot(range(len(order)), per_class[order], "o-", ms=3, label=f"{row.name}: {row.label}")
+    ax.set_xticks(range(len(order)), [f"{c} ({int(counts[c])})" for c in order], rotation=90, fontsize=7)
+    ax.set(xlabel="class (Kaggle training count), most frequent first", ylabel="F1 (mean over seeds)",
+           title="Per-class F1 of the cumulative rows")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def draw_curves(workdir: pathlib.Path, runs: dict, full_training: str, path: pathlib.Path) -> bool:
@@ -287,6 +320,7 @@ def write(workdir: pathlib.Path, rows, machine: str) -> pathlib.Path:
         draw(rows, scores, FIGURE)
     full_training = next(r.training for r in rows if r.name == "g")
     curves = draw_curves(workdir, runs, full_training, CURVES)
+    classes = draw_classes(rows, scores, CLASSES)
     lines = [
         "# The paper's ablation, rerun on the synthetic benchmark", "",
         f"Generated by `scripts/ablation.py report` from {len(runs)} finished runs ({seconds / 3600:.1f} h of "
@@ -299,6 +333,7 @@ def write(workdir: pathlib.Path, rows, machine: str) -> pathlib.Path:
         "\"vs previous row\" is the per-seed difference (same seed, same split), mean ± sd. Common / rare: "
         "the headline predictions' per-class F1 over Kaggle's 14 most and 14 least frequent classes.", "",
         *table, "", "![ablation](ablation.png)", "",
+        *(["![per-class F1](ablation_classes.png)", ""] if classes else []),
         "## The full recipe without one technique", "", *removed, "",
         *(["## Other settings of the techniques", "",
            "Variants of the full recipe, scored as row g (D4 TTA, cross-fitted thresholds).", "", *probes, ""]
