@@ -3,8 +3,9 @@ with its spread over seeds. A benchmark, never a test.
 
     python scripts/ablation.py run                        # every row, 3 seeds; resumable
     python scripts/ablation.py run --rows=d --seeds=0     # one row's training, one seed
+    python scripts/ablation.py run --probes=e_alpha_0.9   # another setting of a technique, on the full recipe
     python scripts/ablation.py curve                      # the levelling-off study: the full recipe, longer
-    python scripts/ablation.py report                     # docs/ablation.md and docs/ablation.png
+    python scripts/ablation.py report                     # docs/ablation.md and its PNGs
 
 Rows, cumulative as in the paper's tables: (a) timm's head (GAP + FC), BCE, one LR, plain cosine;
 (b) + ACP and buffering layers; (c) + hard sampler; (d) + E-loss with focal; (e) + layer-group
@@ -29,7 +30,6 @@ from each epoch's validation record (`metrics.jsonl`).
 
 import argparse
 import dataclasses
-import json
 import pathlib
 import sys
 import time
@@ -38,9 +38,6 @@ import numpy as np
 
 from bench_util import REPO, machine
 
-DOC = REPO / "docs" / "ablation.md"
-FIGURE = REPO / "docs" / "ablation.png"
-CURVES = REPO / "docs" / "ablation_curves.png"
 SEEDS = (0, 1, 2)
 
 # The benchmark's size: the full recipe's cross-fitted validation macro-F1 has levelled off by the
@@ -183,14 +180,16 @@ def run(args) -> None:
     trainings += [f"probe-{name}" for name in args.probes or ()]
     todo = [(t, s) for s in args.seeds for t in trainings]
     print(f"ablation: {len(trainings)} trainings x {len(args.seeds)} seeds -> {args.workdir}")
-    for i, (training, seed) in enumerate(todo, 1):
+    left = [(t, s) for t, s in todo if not (args.workdir / t / f"seed{s}" / "done.json").is_file()]
+    print(f"ablation: {len(todo) - len(left)} done already, {len(left)} to run")
+    started = time.time()
+    for i, (training, seed) in enumerate(left, 1):
         run_dir = args.workdir / training / f"seed{seed}"
-        if (run_dir / "done.json").is_file():
-            print(f"[{i}/{len(todo)}] {training} seed {seed}: done already")
-            continue
-        print(f"[{i}/{len(todo)}] {training} seed {seed} -> {run_dir}")
+        print(f"[{i}/{len(left)}] {training} seed {seed} -> {run_dir}")
         record = run_one(run_config(training, seed), run_dir)
-        print(f"[{i}/{len(todo)}] {training} seed {seed}: {record['seconds']:.0f} s")
+        elapsed = time.time() - started
+        print(f"[{i}/{len(left)}] {training} seed {seed}: {record['seconds']:.0f} s; {elapsed / 60:.0f} min so far, "
+              f"about {elapsed / i * (len(left) - i) / 60:.0f} min to go")
 
 
 def curve(args) -> None:
