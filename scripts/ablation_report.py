@@ -120,10 +120,21 @@ def selection_table(runs: dict, trainings: dict) -> list[str]:
     return lines
 
 
-def draw(rows, scores: dict, path: pathlib.Path) -> None:
+def pyplot():
     import matplotlib
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")   # files only
     import matplotlib.pyplot as plt
+    return plt
+
+
+def save(plt, fig, path: pathlib.Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def draw(rows, scores: dict, path: pathlib.Path) -> None:
+    plt = pyplot()
 
     cumulative = [r for r in rows if "-" not in r.name and scores.get(r.name)]
     removed = [r for r in rows if "-" in r.name and scores.get(r.name)]
@@ -149,17 +160,13 @@ def draw(rows, scores: dict, path: pathlib.Path) -> None:
     right.set_yticks(range(len(removed)), [r.label.replace("g without ", "without ") for r in removed])
     right.set(title="Full recipe (g) without one technique", xlabel="change in macro-F1 (below 0: the technique helps)")
     right.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(plt, fig, path)
 
 
 def draw_classes(rows, scores: dict, path: pathlib.Path) -> bool:
     """Per-class F1 (headline predictions, mean over seeds) of the cumulative rows against each
     class's frequency: which classes a technique helps or hurts."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from hpa_jax.classes import KAGGLE_TRAIN_COUNTS
 
@@ -177,17 +184,13 @@ def draw_classes(rows, scores: dict, path: pathlib.Path) -> bool:
            title="Per-class F1 of the cumulative rows")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(plt, fig, path)
     return True
 
 
 def draw_curves(workdir: pathlib.Path, runs: dict, full_training: str, path: pathlib.Path) -> bool:
     """Validation macro-F1 per epoch of the full recipe's runs and of the longer `curve` runs."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     series = []
     for curve_dir in sorted((workdir / "curve").glob("*")):
@@ -217,9 +220,7 @@ def draw_curves(workdir: pathlib.Path, runs: dict, full_training: str, path: pat
     for ax in (left, right):
         ax.grid(alpha=0.3)
     left.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(plt, fig, path)
     return True
 
 
