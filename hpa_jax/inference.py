@@ -156,8 +156,6 @@ def evaluate(config, workdir) -> dict:
 def validation_halves(labels: np.ndarray, seed: int) -> np.ndarray:
     """0/1 per validation image: two halves stratified over the classes (iterstrat), so that each
     half's fitted thresholds can be scored on the other."""
-    if len(labels) < 2:
-        return np.arange(len(labels))
     return stratified_folds(labels, 2, seed)
 
 
@@ -166,9 +164,11 @@ def fitted_scores(labels: np.ndarray, probs: np.ndarray, method: str, seed: int)
     ("val_macro_f1_fitted": what `checkpoint.best_metric=val_macro_f1_fitted` ranks by) and
     cross-fitted over the fold's two halves ("val_macro_f1_cross_fitted": honest))."""
     thresholds, in_sample = postprocess.search_thresholds(probs, labels, method=method)
-    crossed = postprocess.cross_fitted_predictions(probs, labels, validation_halves(labels, seed), method=method)
-    return thresholds, {"val_macro_f1_fitted": float(in_sample),
-                        "val_macro_f1_cross_fitted": float(postprocess.macro_f1(labels, crossed))}
+    cross = float("nan")     # a fold of one image has no halves
+    if len(labels) >= 2:
+        crossed = postprocess.cross_fitted_predictions(probs, labels, validation_halves(labels, seed), method=method)
+        cross = float(postprocess.macro_f1(labels, crossed))
+    return thresholds, {"val_macro_f1_fitted": float(in_sample), "val_macro_f1_cross_fitted": cross}
 
 
 def headline(result: dict) -> list[str]:
