@@ -146,28 +146,11 @@ def compiler_options(platform: str, runs: bool) -> dict:
     return ANALYSIS_ONLY if platform == "cpu" and not runs else {}
 
 
-class Compiler:
-    """Compiles each lowered program in its own thread as soon as it is handed over, while the
-    caller lowers the next: lowering is Python (it holds the GIL), compiling is XLA's C++ (it
-    does not), so lowering one program overlaps compiling the others, and with free cores the
-    compilations overlap each other. `results()`: name -> (compiled, seconds compiling took)."""
-
-    def __init__(self):
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=3)
-        self._futures = {}
-
-    def submit(self, name: str, lowered, options: dict) -> None:
-        def compile_one():
-            start = time.perf_counter()
-            compiled = lowered.compile(compiler_options=options) if options else lowered.compile()
-            return compiled, time.perf_counter() - start
-        self._futures[name] = self._pool.submit(compile_one)
-
-    def results(self) -> dict:
-        try:
-            return {name: future.result() for name, future in self._futures.items()}
-        finally:
-            self._pool.shutdown()
+def timed_compile(lowered, options: dict):
+    """(compiled program, seconds compiling took)."""
+    start = time.perf_counter()
+    compiled = lowered.compile(compiler_options=options) if options else lowered.compile()
+    return compiled, time.perf_counter() - start
 
 
 def tree_bytes(tree) -> int:
@@ -280,7 +263,7 @@ def throughput(step_seconds: float, measured: dict, configured: dict, local_devi
     batch and crop, from timed steps of the `measured` ones; each is {"per_device_batch",
     "image_size", "flops"} (per device). Where they differ the time is scaled by the FLOPs: the
     measured step's FLOP rate carried over to the configured step (a step's time grows about
-    linearly with its batch and its pixels; at other sizes XLA:CPU's rate differs by up to ~20%)."""
+    linearly with its batch and its pixels; XLA:CPU's rate at 256 px was within a third of its rate at 512 px)."""
     rate = measured["flops"] / step_seconds
     scaled = (measured["per_device_batch"], measured["image_size"]) != (configured["per_device_batch"],
                                                                          configured["image_size"])
@@ -474,14 +457,19 @@ def compile_programs(config, mesh, model, abstract_state, sizes: dict, batches: 
                                                    program_flops(train_lowered))
     measuring = int(config.plan.measure_steps) > 0
     separate = measuring and (measured_batch, measured_size) != (per_device, size)
-    compiler = Compiler()
-    compiler.submit("train", train_lowered, compiler_options(platform, measuring and not separate))
-    if separate:
-        compiler.submit("measure", lower_train(measured_batch, measured_size), {})
     variables = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}
     eval_images = abstract_batch(config, mesh, config.eval.batch_size, *sizes["eval"])[0]
-    compiler.submit("predict", predict_step.jitted.lower(variables, eval_images), compiler_options(platform, False))
-    return compiler.results(), {"per_device_batch": measured_batch, "image_size": measured_size}
+    # Each program compiles in its own thread (XLA's C++, without the GIL) while the next is
+    # lowered (Python, with it).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {"train": pool.submit(timed_compile, train_lowered,
+                                        compiler_options(platform, measuring and not separate))}
+        if separate:
+            futures["measure"] = pool.submit(timed_compile, lower_train(measured_batch, measured_size), {})
+        futures["predict"] = pool.submit(timed_compile, predict_step.jitted.lower(variables, eval_images),
+                                         compiler_options(platform, False))
+        compiled = {name: future.result() for name, future in futures.items()}
+    return compiled, {"per_device_batch": measured_batch, "image_size": measured_size}
 
 
 def plan(config, workdir) -> dict:

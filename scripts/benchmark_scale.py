@@ -178,8 +178,8 @@ Duplicates: every image is one of 101 real ones, so each has ~300 exact copies a
 meets ~{n_full * n_full / 101 / 2 / 1e6:.1f} M close pairs (real data: a few thousand), its worst
 case; hashing reads only the green files. Its memory at full size includes one merge of
 `duplicates.MERGE_PAIRS` ({duplicates.MERGE_PAIRS:,}) close pairs into the groups (scipy's graph of them), a
-fixed bound reached once there are that many pairs, not a growth with the images: the union's
-worst-case grouping below meets ~70x the pairs and needs ~100 MiB more, for its 3.4x the hashes.
+fixed bound reached once there are that many pairs, not a growth with the images (the union's
+worst-case grouping below, with far more pairs, shows the same bound plus its larger arrays).
 
 ### Kaggle + HPAv18 union ({n_full:,} + {n_ext:,} = {n_full + n_ext:,} rows)
 
