@@ -13,12 +13,21 @@ LRs, warm restarts, oversampling; (f) + D4 TTA; (g) + per-class thresholds. Off 
 path, the full recipe (g) with each technique removed alone. Rows differing only in TTA or
 thresholds share their training runs: 11 trainings per seed.
 
-Each (training, seed) is one workdir `WORKDIR/<training>/seed<k>`: trained by the package's own
-`train.train_and_evaluate` (the seed varies the initialisation and the data order; the synthetic
-dataset and its folds, `data.fold_seed`, stay fixed), then its last checkpoint's validation
-probabilities are written without and with D4 TTA (`val_probs.npz`) and `done.json` marks it
-finished: a finished run is never redone, an interrupted one resumes from its checkpoint. The
-report reads only those files, so it can be rerun at will and from any subset of finished runs.
+Each (training, seed) is one workdir `WORKDIR/<training>/seed<k>` (checkpoints; git-ignored):
+trained by the package's own `train.train_and_evaluate` (the seed varies the initialisation and the
+data order; the synthetic dataset and its folds, `data.fold_seed`, stay fixed), then its last
+checkpoint's validation probabilities are written without and with D4 TTA. What the report needs
+is kept in the repo, in `RESULTS/<training>/seed<k>` (docs/ablation_runs: `val_probs.npz` in
+float16, `config.json`, `metrics.jsonl`, and `done.json` last), so a finished run survives a new
+checkout and is never redone, while an interrupted one resumes from its checkpoint if the workdir
+is still there. The report reads only RESULTS, so it can be rerun at will and from any subset of
+finished runs.
+
+Every run computes on one thread (XLA's CPU thread pool changes the order of sums, so a run's
+numbers depend on the thread count): the figures are the same whether the runs go one after the
+other or side by side. `run --workers=N` (default: one per core) starts N processes, each pinned to
+a core and taking every N-th run left (`--shard=i/N`); on two cores that trains ~1.5x more runs an
+hour than one process using both cores.
 
 Every run is scored three ways on the validation fold: macro-F1 at 0.5; with per-class
 thresholds cross-fitted (fitted on one stratified half of the fold, scored on the other, both
@@ -30,7 +39,9 @@ from each epoch's validation record (`metrics.jsonl`).
 
 import argparse
 import dataclasses
+import os
 import pathlib
+import subprocess
 import sys
 import time
 
@@ -39,6 +50,9 @@ import numpy as np
 from bench_util import REPO, machine
 
 SEEDS = (0, 1, 2)
+RESULTS = REPO / "docs" / "ablation_runs"
+KEPT = ("config.json", "metrics.jsonl")
+ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 # The benchmark's size: the full recipe's cross-fitted validation macro-F1 has levelled off by the
 # last epoch (`curve`: at the ends of 9-epoch cycles 0.225, 0.299, 0.343, 0.376, 0.393, then 0.396
@@ -148,9 +162,10 @@ def run_config(training: str, seed: int, scale: dict | None = None):
 
 # ---- running ------------------------------------------------------------------------------------
 
-def run_one(config, run_dir: pathlib.Path) -> dict:
-    """Trains (or resumes) one run, then writes its last checkpoint's validation probabilities
-    without and with D4 TTA, and `done.json` last."""
+def run_one(config, run_dir: pathlib.Path, kept: pathlib.Path) -> dict:
+    """Trains (or resumes) one run in `run_dir`, then keeps in `kept` its last checkpoint's
+    validation probabilities without and with D4 TTA, its config and epoch records, and
+    `done.json` last."""
     from hpa_jax import inference, outputs, train
     from hpa_jax.data.datasets import load_dataset
 
@@ -159,7 +174,7 @@ def run_one(config, run_dir: pathlib.Path) -> dict:
     config = inference.training_config(config, run_dir)
     model, mesh, variables, step = inference.restore_variables(config, run_dir, "latest")
     dataset = load_dataset(config)
-    _, val_idx = dataset.split(config.data.fold)
+    train_idx, val_idx = dataset.split(config.data.fold)
     probs = {}
     for name, views in (("plain", (0,)), ("d4", tuple(range(8)))):
         view_config = config.copy_and_resolve_references()
@@ -167,29 +182,86 @@ def run_one(config, run_dir: pathlib.Path) -> dict:
         predict_step = inference.make_predict_step(model, view_config, mesh)
         probs[name] = inference.predict_probs(predict_step, variables, mesh, view_config,
                                               dataset.train_source(val_idx, view_config.data), desc=f"validate {name}")
-    np.savez(run_dir / "val_probs.npz", ids=dataset.train_ids[val_idx], labels=dataset.train_labels[val_idx],
-             train_counts=dataset.train_labels[dataset.split(config.data.fold)[0]].sum(0), **probs)
+    keep(run_dir, kept, ids=dataset.train_ids[val_idx], labels=dataset.train_labels[val_idx],
+         train_counts=dataset.train_labels[train_idx].sum(0), probs=probs)
     record = {"step": int(step), "seconds": round(time.time() - start, 1), "when": time.strftime("%Y-%m-%d")}
-    outputs.write_json(run_dir / "done.json", record)
+    outputs.write_json(kept / "done.json", record)
     return record
 
 
-def run(args) -> None:
+def keep(run_dir: pathlib.Path, kept: pathlib.Path, ids, labels, train_counts, probs: dict) -> None:
+    """The run's files the report reads, in the repo: probabilities in float16 (a few hundred KB
+    for all runs; thresholds are fitted on a 0.01 grid, far coarser than float16's steps)."""
+    import shutil
+
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in KEPT:
+        shutil.copyfile(run_dir / name, kept / name)
+    np.savez_compressed(kept / "val_probs.npz", ids=ids, labels=labels.astype(np.uint8), train_counts=train_counts,
+                        **{k: np.asarray(v, np.float16) for k, v in probs.items()})
+
+
+def pending(args) -> list[tuple[str, int]]:
+    """(training, seed) of the asked-for runs without `done.json` in RESULTS."""
     wanted = [r for r in rows() if not args.rows or r.name in args.rows]
     trainings = list(dict.fromkeys(r.training for r in wanted)) if args.rows or not args.probes else []
     trainings += [f"probe-{name}" for name in args.probes or ()]
     todo = [(t, s) for s in args.seeds for t in trainings]
-    print(f"ablation: {len(trainings)} trainings x {len(args.seeds)} seeds -> {args.workdir}")
-    left = [(t, s) for t, s in todo if not (args.workdir / t / f"seed{s}" / "done.json").is_file()]
+    print(f"ablation: {len(trainings)} trainings x {len(args.seeds)} seeds -> {args.results}")
+    left = [(t, s) for t, s in todo if not (args.results / t / f"seed{s}" / "done.json").is_file()]
     print(f"ablation: {len(todo) - len(left)} done already, {len(left)} to run")
+    return left
+
+
+def run(args) -> None:
+    """One worker: its shard of the runs left, one after the other, on one core."""
+    os.sched_setaffinity(0, {args.shard[0] % os.cpu_count()})
+    index, count = args.shard
+    left = pending(args)[index::count]
+    print(f"ablation: worker {index} of {count}: {len(left)} runs")
     started = time.time()
     for i, (training, seed) in enumerate(left, 1):
         run_dir = args.workdir / training / f"seed{seed}"
         print(f"[{i}/{len(left)}] {training} seed {seed} -> {run_dir}")
-        record = run_one(run_config(training, seed), run_dir)
+        record = run_one(run_config(training, seed), run_dir, args.results / training / f"seed{seed}")
         elapsed = time.time() - started
         print(f"[{i}/{len(left)}] {training} seed {seed}: {record['seconds']:.0f} s; {elapsed / 60:.0f} min so far, "
               f"about {elapsed / i * (len(left) - i) / 60:.0f} min to go")
+
+
+def run_workers(args, argv: list[str]) -> None:
+    """`--workers` processes, each running its shard; a bar counts finished runs (logs: WORKDIR)."""
+    import contextlib
+    import io
+    from tqdm import tqdm
+
+    def left() -> int:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return len(pending(args))
+
+    total = len(pending(args))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    workers = []
+    for i in range(args.workers):
+        log = args.workdir / f"worker{i}.log"
+        command = [sys.executable, __file__, *argv, f"--shard={i}/{args.workers}"]
+        workers.append(subprocess.Popen(command, stdout=log.open("a"), stderr=subprocess.STDOUT))
+    print(f"ablation: {args.workers} workers; their logs: {args.workdir}/worker<i>.log")
+    with tqdm(total=total, desc="ablation runs", unit="run", smoothing=0) as bar:   # rate: the mean
+        while any(w.poll() is None for w in workers):
+            time.sleep(10)
+            bar.update(total - left() - bar.n)
+        bar.update(total - left() - bar.n)
+    failed = [i for i, w in enumerate(workers) if w.returncode]
+    if failed:
+        raise SystemExit(f"ablation: worker(s) {failed} failed; see {args.workdir}/worker<i>.log")
+
+
+def shard(text: str) -> tuple[int, int]:
+    index, count = (int(x) for x in text.split("/"))
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard={text}: want i/n with 0 <= i < n")
+    return index, count
 
 
 def curve(args) -> None:
@@ -199,23 +271,39 @@ def curve(args) -> None:
     scale = dict(SCALE)
     scale["train.num_epochs"] = int(SCALE["train.num_epochs"] * args.epochs_factor)
     from hpa_jax import train
+    import shutil
 
-    train.train_and_evaluate(run_config(full_training(), 0, scale), args.workdir / "curve" / f"x{args.epochs_factor:g}")
+    name = f"x{args.epochs_factor:g}"
+    run_dir = args.workdir / "curve" / name
+    train.train_and_evaluate(run_config(full_training(), 0, scale), run_dir)
+    kept = args.results / "curve" / name
+    kept.mkdir(parents=True, exist_ok=True)
+    for file in KEPT:
+        shutil.copyfile(run_dir / file, kept / file)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("run", "curve", "report"))
-    parser.add_argument("--workdir", type=pathlib.Path, default=REPO / "runs" / "ablation")
+    parser.add_argument("--workdir", type=pathlib.Path, default=REPO / "runs" / "ablation",
+                        help="checkpoints (git-ignored)")
+    parser.add_argument("--results", type=pathlib.Path, default=RESULTS,
+                        help="what the report reads, kept in the repo")
+    parser.add_argument("--shard", type=shard, default=None, help="run: i/n, every n-th run left from the i-th")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="run: processes side by side")
     parser.add_argument("--rows", type=lambda s: s.split(","), default=None, help="comma-separated row names")
     parser.add_argument("--probes", type=lambda s: s.split(","), default=None,
                         help=f"comma-separated variants of the full recipe: {', '.join(PROBES)} (alone: only these)")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(SEEDS))
     parser.add_argument("--epochs_factor", type=float, default=1.2, help="curve: training length x this")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    if args.command == "report":
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {ONE_THREAD}".strip()   # before jax loads
+    if args.command == "run" and args.shard is None:
+        run_workers(args, argv)
+    elif args.command == "report":
         import ablation_report
-        ablation_report.write(args.workdir, rows(), machine())
+        ablation_report.write(args.results, rows(), machine())
     else:
         {"run": run, "curve": curve}[args.command](args)
 

@@ -1,5 +1,6 @@
 """`scripts/ablation.py report`: docs/ablation.md and its figures from the finished runs' files
-(`val_probs.npz`, `metrics.jsonl`, `done.json`); nothing is trained or predicted here.
+kept in docs/ablation_runs (`val_probs.npz`, `config.json`, `metrics.jsonl`, `done.json`);
+nothing is trained or predicted here.
 
 The hand-written analysis between `<!-- notes -->` and `<!-- /notes -->` in docs/ablation.md is
 kept as it is when the tables are regenerated.
@@ -31,10 +32,10 @@ def common_classes() -> np.ndarray:
     return mask
 
 
-def finished_runs(workdir: pathlib.Path) -> dict:
+def finished_runs(results: pathlib.Path) -> dict:
     """(training, seed) -> the run's folder, for every run with `done.json`."""
     found = {}
-    for done in sorted(workdir.glob("*/seed*/done.json")):
+    for done in sorted(results.glob("*/seed*/done.json")):
         run_dir = done.parent
         found[(run_dir.parent.name, int(run_dir.name[len("seed"):]))] = run_dir
     return found
@@ -48,7 +49,7 @@ def score_run(run_dir: pathlib.Path, tta: bool, thresholds: bool, seed: int) -> 
     from hpa_jax.data.datasets import fold_seed
 
     saved = np.load(run_dir / "val_probs.npz")
-    labels, probs = saved["labels"], saved["d4" if tta else "plain"]
+    labels, probs = saved["labels"].astype(bool), saved["d4" if tta else "plain"].astype(np.float32)
     config = ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
     halves = inference.validation_halves(labels, fold_seed(config))
     at_half = probs > 0.5
@@ -188,12 +189,12 @@ def draw_classes(rows, scores: dict, path: pathlib.Path) -> bool:
     return True
 
 
-def draw_curves(workdir: pathlib.Path, runs: dict, full_training: str, path: pathlib.Path) -> bool:
+def draw_curves(results: pathlib.Path, runs: dict, full_training: str, path: pathlib.Path) -> bool:
     """Validation macro-F1 per epoch of the full recipe's runs and of the longer `curve` runs."""
     plt = pyplot()
 
     series = []
-    for curve_dir in sorted((workdir / "curve").glob("*")):
+    for curve_dir in sorted((results / "curve").glob("*")):
         if (curve_dir / "config.json").is_file():
             saved = json.loads((curve_dir / "config.json").read_text())
             ran = len(_read(curve_dir / "metrics.jsonl").splitlines())
@@ -270,8 +271,8 @@ def kept_notes(text: str) -> str:
     return match.group(0) if match else "<!-- notes -->\n(analysis to be written once every row has run)\n<!-- /notes -->"
 
 
-def write(workdir: pathlib.Path, rows, machine: str) -> pathlib.Path:
-    runs = finished_runs(workdir)
+def write(results: pathlib.Path, rows, machine: str) -> pathlib.Path:
+    runs = finished_runs(results)
     scores = {}
     for row in rows:
         scores[row.name] = {seed: score_run(run_dir, "tta" in row.techniques, "thresholds" in row.techniques, seed)
@@ -326,7 +327,7 @@ def write(workdir: pathlib.Path, rows, machine: str) -> pathlib.Path:
     if any(scores.values()):
         draw(rows, scores, FIGURE)
     full_training = next(r.training for r in rows if r.name == "g")
-    curves = draw_curves(workdir, runs, full_training, CURVES)
+    curves = draw_curves(results, runs, full_training, CURVES)
     classes = draw_classes(rows, scores, CLASSES)
     lines = [
         "# The paper's ablation, rerun on the synthetic benchmark", "",
