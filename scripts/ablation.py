@@ -4,7 +4,7 @@ with its spread over seeds. A benchmark, never a test.
     python scripts/ablation.py run                        # every row, 3 seeds; resumable
     python scripts/ablation.py run --rows=d --seeds=0     # one row's training, one seed
     python scripts/ablation.py run --probes=e_alpha_0.9   # another setting of a technique, on the full recipe
-    python scripts/ablation.py curve                      # the levelling-off study: the full recipe, longer
+    python scripts/ablation.py curve --rows=g,a           # the levelling-off study: rows trained longer
     python scripts/ablation.py report                     # docs/ablation.md and its PNGs
 
 Rows, cumulative as in the paper's tables: (a) timm's head (GAP + FC), BCE, one LR, plain cosine;
@@ -265,21 +265,24 @@ def shard(text: str) -> tuple[int, int]:
 
 
 def curve(args) -> None:
-    """The full recipe at `--epochs_factor` times the benchmark's training length (the same
-    cycle length: more warm-restart cycles), one seed: does the validation score still climb
-    after the benchmark's last epoch?"""
-    scale = dict(SCALE)
-    scale["train.num_epochs"] = int(SCALE["train.num_epochs"] * args.epochs_factor)
-    from hpa_jax import train
+    """A row's training (`--rows`, default g: the full recipe) at `--epochs_factor` times the
+    benchmark's training length (the same cycle length: more warm-restart cycles), one seed: does
+    the validation score still climb after the benchmark's last epoch?"""
     import shutil
 
-    name = f"x{args.epochs_factor:g}"
-    run_dir = args.workdir / "curve" / name
-    train.train_and_evaluate(run_config(full_training(), 0, scale), run_dir)
-    kept = args.results / "curve" / name
-    kept.mkdir(parents=True, exist_ok=True)
-    for file in KEPT:
-        shutil.copyfile(run_dir / file, kept / file)
+    from hpa_jax import train
+
+    scale = dict(SCALE)
+    scale["train.num_epochs"] = int(SCALE["train.num_epochs"] * args.epochs_factor)
+    for row in args.rows or ["g"]:
+        training = next(r.training for r in rows() if r.name == row)
+        name = f"{row}_x{args.epochs_factor:g}"
+        run_dir = args.workdir / "curve" / name
+        train.train_and_evaluate(run_config(training, 0, scale), run_dir)
+        kept = args.results / "curve" / name
+        kept.mkdir(parents=True, exist_ok=True)
+        for file in KEPT:
+            shutil.copyfile(run_dir / file, kept / file)
 
 
 def main(argv=None):
@@ -299,6 +302,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {ONE_THREAD}".strip()   # before jax loads
+    if args.command != "report" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        import jax  # as hpa_jax.main does: the seeds of a training share their compiled programs
+        from hpa_jax.data.datasets import default_cache_dir
+        jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
     if args.command == "run" and args.shard is None:
         run_workers(args, argv)
     elif args.command == "report":

@@ -189,40 +189,66 @@ def draw_classes(rows, scores: dict, path: pathlib.Path) -> bool:
     return True
 
 
-def draw_curves(results: pathlib.Path, runs: dict, full_training: str, path: pathlib.Path) -> bool:
-    """Validation macro-F1 per epoch of the full recipe's runs and of the longer `curve` runs."""
+def draw_curves(results: pathlib.Path, runs: dict, curve_rows: dict, path: pathlib.Path) -> bool:
+    """Validation macro-F1 per epoch: the longer `curve` runs (solid) and the benchmark's own runs
+    (dashed) of the rows in `curve_rows` (row -> training), one colour per row."""
     plt = pyplot()
 
-    series = []
-    for curve_dir in sorted((results / "curve").glob("*")):
-        if (curve_dir / "config.json").is_file():
+    colours = dict(zip(curve_rows, ("tab:orange", "tab:blue", "tab:green", "tab:red")))
+    series = []   # (label, row, metrics file, solid?)
+    for curve_dir in sorted((results / "curve").glob("*_x*")):
+        row = curve_dir.name.split("_x")[0]
+        if row in curve_rows and (curve_dir / "config.json").is_file():
             saved = json.loads((curve_dir / "config.json").read_text())
-            ran = len(_read(curve_dir / "metrics.jsonl").splitlines())
-            series.append((f"width {saved['model']['width']}, {saved['data']['synthetic']['num_train']} fields, "
-                           f"{ran} epochs, {saved['optim']['cycle_epochs']}-epoch cycles, seed {saved['seed']}",
-                           curve_dir / "metrics.jsonl"))
-    # the benchmark's own runs last, dashed: the longer run of the same seed follows the same
-    # epochs exactly up to the benchmark's last one (same schedule, deterministic)
-    series += [(f"benchmark run, seed {seed}", run_dir / "metrics.jsonl")
-               for (training, seed), run_dir in sorted(runs.items()) if training == full_training]
-    series = [(name, path_) for name, path_ in series if path_.is_file()]
+            series.append((f"row {row}: {saved['train']['num_epochs']} epochs, seed {saved['seed']}", row,
+                           curve_dir / "metrics.jsonl", True))
+    # the benchmark's own runs, dashed: a longer run of the same seed follows the same epochs
+    # exactly up to the benchmark's last one (same schedule, deterministic)
+    for row, training in curve_rows.items():
+        series += [(f"row {row}: benchmark, seed {seed}" if seed else f"row {row}: benchmark", row,
+                    run_dir / "metrics.jsonl", False)
+                   for (name, seed), run_dir in sorted(runs.items()) if name == training]
+    series = [s for s in series if s[2].is_file()]
     if not series:
         return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-    for name, metrics in series:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    for label, row, metrics, solid in series:
         records = [json.loads(line) for line in metrics.read_text().splitlines() if line]
         epochs = [r["epoch"] for r in records]
-        style = "--" if name.startswith("benchmark") else "-"
-        left.plot(epochs, [r["val_macro_f1"] for r in records], style, label=name)
+        style = dict(color=colours[row], linestyle="-" if solid else "--", linewidth=1.6 if solid else 0.8,
+                     alpha=1.0 if solid else 0.7)
         if all("val_macro_f1_cross_fitted" in r for r in records):
-            right.plot(epochs, [r["val_macro_f1_cross_fitted"] for r in records], style, label=name)
-    left.set(title="Validation macro-F1 at 0.5", xlabel="epoch", ylabel="macro-F1")
-    right.set(title="With per-class thresholds, cross-fitted", xlabel="epoch")
+            left.plot(epochs, [r["val_macro_f1_cross_fitted"] for r in records], label=label, **style)
+        right.plot(epochs, [r["val_macro_f1"] for r in records], **style)
+    left.set(title="With per-class thresholds, cross-fitted (honest)", xlabel="epoch", ylabel="validation macro-F1")
+    right.set(title="At 0.5", xlabel="epoch")
     for ax in (left, right):
         ax.grid(alpha=0.3)
     left.legend(fontsize=7)
     save(plt, fig, path)
     return True
+
+
+def curve_table(results: pathlib.Path) -> list[str]:
+    """Per `curve` run: the cross-fitted figure every `optim.cycle_epochs` epochs (the full
+    recipe's warm-restart cycle ends)."""
+    found = []
+    for curve_dir in sorted((results / "curve").glob("*_x*")):
+        if not (curve_dir / "metrics.jsonl").is_file():
+            continue
+        cycle = json.loads((curve_dir / "config.json").read_text())["optim"]["cycle_epochs"]
+        records = [json.loads(line) for line in (curve_dir / "metrics.jsonl").read_text().splitlines() if line]
+        ends = [r for r in records if r["epoch"] % cycle == 0]
+        found.append((curve_dir.name.replace("_x", " x"), ends))
+    if not found:
+        return []
+    width = max(len(ends) for _, ends in found)
+    lines = ["| row, training length | " + " | ".join(f"epoch {(i + 1) * cycle}" for i in range(width)) + " |",
+             "|---|" + "---|" * width]
+    for name, ends in found:
+        cells = [f"{r['val_macro_f1_cross_fitted']:.3f}" for r in ends]
+        lines.append(f"| {name} | " + " | ".join(cells + [""] * (width - len(cells))) + " |")
+    return lines
 
 
 # What the paper reports for each technique (Zhang et al. 2021, Results: Tables 1-3, in words).
@@ -263,6 +289,27 @@ def paper_table(rows, scores: dict) -> list[str]:
         contribution = [-d for d in paired_difference(scores, removed, "g")] if scores.get(removed) else []
         lines.append(f"| {ablation.NAMES[technique]} | {claim} | {step}: {signed(cumulative)} | {signed(contribution)} | "
                      f"{direction(contribution)} |")
+    return lines
+
+
+def weights_table(runs: dict) -> list[str]:
+    """E-loss's class weights (normalised to sum to 28) at this benchmark's training counts and at
+    Kaggle's: one alpha re-weights a smaller or flatter label set less."""
+    from hpa_jax.classes import KAGGLE_TRAIN_COUNTS
+    from hpa_jax.losses import effective_number_weights
+
+    if not runs:
+        return []
+    counts = {"this benchmark's training fold": np.load(next(iter(runs.values())) / "val_probs.npz")["train_counts"],
+              "Kaggle's 31,072 images": np.asarray(KAGGLE_TRAIN_COUNTS)}
+    common = common_classes()
+    lines = ["| alpha | counts | largest / smallest weight | mean weight, common classes | mean weight, rare classes |",
+             "|---|---|---|---|---|"]
+    for alpha in (0.9, 0.99, 0.999):
+        for name, n in counts.items():
+            w = effective_number_weights(n, alpha)
+            lines.append(f"| {alpha} | {name} (class sizes {n.min()}-{n.max()}) | {w.max() / w.min():.1f} | "
+                         f"{w[common].mean():.2f} | {w[~common].mean():.2f} |")
     return lines
 
 
@@ -326,8 +373,7 @@ def write(results: pathlib.Path, rows, machine: str) -> pathlib.Path:
                                f"{mean_sd([v['at_0.5'] for v in s])} |")
     if any(scores.values()):
         draw(rows, scores, FIGURE)
-    full_training = next(r.training for r in rows if r.name == "g")
-    curves = draw_curves(results, runs, full_training, CURVES)
+    curves = draw_curves(results, runs, {r.name: r.training for r in rows if r.name in ("g", "a")}, CURVES)
     classes = draw_classes(rows, scores, CLASSES)
     lines = [
         "# The paper's ablation, rerun on the synthetic benchmark", "",
@@ -347,6 +393,10 @@ def write(results: pathlib.Path, rows, machine: str) -> pathlib.Path:
         *(["## Other settings of the techniques", "",
            "Variants of the full recipe, scored as row g (D4 TTA, cross-fitted thresholds).", "", *probes, ""]
           if len(probes) > 2 else []),
+        "## E-loss's class weights at this scale", "",
+        "The weights E-loss gives each class, `(1 - alpha) / (1 - alpha^n)` normalised to sum to 28 "
+        "(`loss.normalize_weights`), at the class sizes n of one training fold here and of the Kaggle set.", "",
+        *weights_table(runs), "",
         "## Calibration", "",
         "The mean predicted probability over the label rate (1 = calibrated on average), and what one "
         "threshold fitted on the fold gives against 0.5: a loss that shifts probabilities loses at 0.5 what a "
@@ -357,7 +407,12 @@ def write(results: pathlib.Path, rows, machine: str) -> pathlib.Path:
         *selection_table(runs, trainings), "",
     ]
     if curves:
-        lines += ["## Learning curves", "", "![learning curves](ablation_curves.png)", ""]
+        lines += ["## Learning curves", "",
+                  "Was the benchmark's training long enough? Rows a and g trained longer (`curve`, seed 0; g's "
+                  "9-epoch cycles continue, a's single cosine stretches over the longer run), against the benchmark's "
+                  "own runs (dashed, 45 epochs). Cross-fitted macro-F1 (no TTA) every 9 epochs (g's cycle ends, where "
+                  "its learning rate is lowest; a's rate reaches its lowest only at the run's end):", "",
+                  *curve_table(results), "", "![learning curves](ablation_curves.png)", ""]
     lines += ["## Rerun", "", "```bash", ".venv/bin/python scripts/ablation.py run --rows=d --seeds=0,1,2   # one row",
               ".venv/bin/python scripts/ablation.py run                               # all rows (resumes)",
               ".venv/bin/python scripts/ablation.py report", "```", "",
