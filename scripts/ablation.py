@@ -54,11 +54,13 @@ RESULTS = REPO / "docs" / "ablation_runs"
 KEPT = ("config.json", "metrics.jsonl")
 ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
-# The benchmark's size: the full recipe's cross-fitted validation macro-F1 has levelled off by the
-# last epoch (`curve`: at the ends of 9-epoch cycles 0.225, 0.299, 0.343, 0.376, 0.393, then 0.396
-# after a sixth), and 33 trainings fit in ~3 h on two cores (~7 s an epoch). The quickstart's
-# width 16 learns more per epoch (6-epoch cycles: 0.392, 0.426, 0.431 at epochs 24, 30, 36) but
-# costs 2.5x per image: a 4+ h ablation; its 128 px fields would cost 4x more again.
+# The benchmark's size: 33 trainings in ~1 h 40 min on two cores (two runs side by side, ~4.5 min each).
+# Learning curves (`curve`, seed 0, cross-fitted macro-F1): the baseline (row a) has levelled off
+# by the last epoch (0.498 at epoch 45 of a 90-epoch run, 0.512 at its end; its 45-epoch run ends
+# at 0.515); the full recipe (g) rises slowly at the 9-epoch cycle ends, 0.222, 0.331, 0.368,
+# 0.377, 0.398 at epoch 45, then 0.418, 0.410, 0.401, 0.422, 0.435 by epoch 90: about a third of
+# its gap to row a at 45 epochs is learning speed, which docs/ablation.md states. The quickstart's
+# width 16 costs 2.5x per image, its 128 px fields 4x more again.
 SCALE = {
     "data.synthetic.num_train": 3000, "data.synthetic.num_test": 1, "data.synthetic.image_size": 64,
     "data.crop_size": 64, "data.fold_seed": 0, "model.width": 8, "train.batch_size": 32,

@@ -164,8 +164,9 @@ its thresholds are {same} to `search_thresholds`'s.
 
 
 QUICKSTART_VARIANTS = {
-    "configs/quickstart.py as is (E-loss, hard sampler, 2 layer groups, warm restarts)": [],
-    "without E-loss and hard sampler": ["--config.loss.e_alpha=0.0", "--config.loss.hard_sample_ratio=1.0"],
+    "configs/quickstart.py as is (ACP head, 2 layer groups, warm restarts)": [],
+    "with E-loss (alpha 0.99) and the hard sampler (75%)": ["--config.loss.e_alpha=0.99",
+                                                           "--config.loss.hard_sample_ratio=0.75"],
 }
 
 
@@ -194,15 +195,17 @@ def run_quickstart(args) -> str:
     for name, overrides in QUICKSTART_VARIANTS.items():
         seconds, result = quickstart_run(args.workdir / str(len(rows)), overrides)
         rows.append(f"| {name} | {seconds / 60:.1f} min | {result['val_macro_f1']:.4f} | "
-                    f"{result['val_macro_f1_fitted_in_sample']:.4f} | {result['label_prior_macro_f1']:.4f} |")
+                    f"{result['val_macro_f1_cross_fitted']:.4f} | {result['val_macro_f1_fitted_in_sample']:.4f} | "
+                    f"{result['label_prior_macro_f1']:.4f} |")
     return "\n".join([
         "## quickstart: time and validation macro-F1", "", f"Measured on: {machine()}.", "",
         "`python -m hpa_jax.main --config=configs/quickstart.py --mode=train,evaluate,predict` (16 epochs of a",
         "width-16 ResNet18 on 1,600 synthetic 128 px fields, validated on the 400 of fold 0), wall time with the",
         "synthetic dataset already cached (generating it adds about 50-70 s) and without the pip install.",
-        "Fitted thresholds are fitted on the validation fold itself (optimistic; `--mode=cv` cross-fits).", "",
-        "| run | wall time | macro-F1 at 0.5 | fitted thresholds (in-sample) | label-prior baseline |",
-        "|---|---|---|---|---|", *rows])
+        "Per-class thresholds cross-fitted (fitted on one half of the fold, scored on the other: honest) and",
+        "in-sample (fitted on the images scored: optimistic).", "",
+        "| run | wall time | macro-F1 at 0.5 | thresholds cross-fitted | thresholds in-sample | label-prior baseline |",
+        "|---|---|---|---|---|---|", *rows])
 
 
 

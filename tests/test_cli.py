@@ -19,6 +19,8 @@ TINY = [
     "--config.data.num_folds=4",
     "--config.model.width=8", "--config.model.head.layers=((32, 0.25),)",
     "--config.train.batch_size=16", "--config.eval.batch_size=16", "--config.train.num_epochs=1",
+    # the paper's losses, which the quickstart leaves off: every command-line test goes through them
+    "--config.loss.e_alpha=0.99", "--config.loss.hard_sample_ratio=0.75",
 ]
 
 
