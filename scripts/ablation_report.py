@@ -417,6 +417,8 @@ def write(results: pathlib.Path, rows, machine: str) -> pathlib.Path:
                   *curve_table(results), "", "![learning curves](ablation_curves.png)", ""]
     lines += ["## Rerun", "", "```bash", ".venv/bin/python scripts/ablation.py run --rows=d --seeds=0,1,2   # one row",
               ".venv/bin/python scripts/ablation.py run                               # all rows (resumes)",
+              ".venv/bin/python scripts/ablation.py run --probes=e_alpha_0.9 --seeds=0,1   # another setting",
+              ".venv/bin/python scripts/ablation.py curve --rows=a,g --epochs_factor=2     # trained longer",
               ".venv/bin/python scripts/ablation.py report", "```", "",
               "## Against the paper, technique by technique", "",
               "Cumulative step: the row that adds the technique minus the row before (row e adds three). In the "
