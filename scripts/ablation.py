@@ -192,8 +192,8 @@ def run_one(config, run_dir: pathlib.Path, kept: pathlib.Path) -> dict:
 
 
 def keep(run_dir: pathlib.Path, kept: pathlib.Path, ids, labels, train_counts, probs: dict) -> None:
-    """The run's files the report reads, in the repo: probabilities in float16 (a few hundred KB
-    for all runs; thresholds are fitted on a 0.01 grid, far coarser than float16's steps)."""
+    """The run's files the report reads, in the repo (~100 KB a run): probabilities in float16,
+    whose steps (at most 2^-11 below 1) are far finer than the 0.01 grid thresholds are fitted on."""
     import shutil
 
     kept.mkdir(parents=True, exist_ok=True)
