@@ -194,13 +194,17 @@ def run_one(config, run_dir: pathlib.Path, kept: pathlib.Path) -> dict:
 def keep(run_dir: pathlib.Path, kept: pathlib.Path, ids, labels, train_counts, probs: dict) -> None:
     """The run's files the report reads, in the repo (~100 KB a run): probabilities in float16,
     whose steps (at most 2^-11 below 1) are far finer than the 0.01 grid thresholds are fitted on."""
+    copy_kept(run_dir, kept)
+    np.savez_compressed(kept / "val_probs.npz", ids=ids, labels=labels.astype(np.uint8), train_counts=train_counts,
+                        **{k: np.asarray(v, np.float16) for k, v in probs.items()})
+
+
+def copy_kept(run_dir: pathlib.Path, kept: pathlib.Path) -> None:
     import shutil
 
     kept.mkdir(parents=True, exist_ok=True)
     for name in KEPT:
         shutil.copyfile(run_dir / name, kept / name)
-    np.savez_compressed(kept / "val_probs.npz", ids=ids, labels=labels.astype(np.uint8), train_counts=train_counts,
-                        **{k: np.asarray(v, np.float16) for k, v in probs.items()})
 
 
 def pending(args) -> list[tuple[str, int]]:
@@ -209,10 +213,7 @@ def pending(args) -> list[tuple[str, int]]:
     trainings = list(dict.fromkeys(r.training for r in wanted)) if args.rows or not args.probes else []
     trainings += [f"probe-{name}" for name in args.probes or ()]
     todo = [(t, s) for s in args.seeds for t in trainings]
-    print(f"ablation: {len(trainings)} trainings x {len(args.seeds)} seeds -> {args.results}")
-    left = [(t, s) for t, s in todo if not (args.results / t / f"seed{s}" / "done.json").is_file()]
-    print(f"ablation: {len(todo) - len(left)} done already, {len(left)} to run")
-    return left
+    return [(t, s) for t, s in todo if not (args.results / t / f"seed{s}" / "done.json").is_file()]
 
 
 def run(args) -> None:
@@ -233,15 +234,10 @@ def run(args) -> None:
 
 def run_workers(args, argv: list[str]) -> None:
     """`--workers` processes, each running its shard; a bar counts finished runs (logs: WORKDIR)."""
-    import contextlib
-    import io
     from tqdm import tqdm
 
-    def left() -> int:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return len(pending(args))
-
     total = len(pending(args))
+    print(f"ablation: {total} runs to do -> {args.results}")
     args.workdir.mkdir(parents=True, exist_ok=True)
     workers = []
     for i in range(args.workers):
@@ -252,8 +248,8 @@ def run_workers(args, argv: list[str]) -> None:
     with tqdm(total=total, desc="ablation runs", unit="run", smoothing=0) as bar:   # rate: the mean
         while any(w.poll() is None for w in workers):
             time.sleep(10)
-            bar.update(total - left() - bar.n)
-        bar.update(total - left() - bar.n)
+            bar.update(total - len(pending(args)) - bar.n)
+        bar.update(total - len(pending(args)) - bar.n)
     failed = [i for i, w in enumerate(workers) if w.returncode]
     if failed:
         raise SystemExit(f"ablation: worker(s) {failed} failed; see {args.workdir}/worker<i>.log")
@@ -270,8 +266,6 @@ def curve(args) -> None:
     """A row's training (`--rows`, default g: the full recipe) at `--epochs_factor` times the
     benchmark's training length (the same cycle length: more warm-restart cycles), one seed: does
     the validation score still climb after the benchmark's last epoch?"""
-    import shutil
-
     from hpa_jax import train
 
     scale = dict(SCALE)
@@ -281,10 +275,7 @@ def curve(args) -> None:
         name = f"{row}_x{args.epochs_factor:g}"
         run_dir = args.workdir / "curve" / name
         train.train_and_evaluate(run_config(training, 0, scale), run_dir)
-        kept = args.results / "curve" / name
-        kept.mkdir(parents=True, exist_ok=True)
-        for file in KEPT:
-            shutil.copyfile(run_dir / file, kept / file)
+        copy_kept(run_dir, args.results / "curve" / name)
 
 
 def main(argv=None):
@@ -303,7 +294,8 @@ def main(argv=None):
     parser.add_argument("--epochs_factor", type=float, default=1.2, help="curve: training length x this")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {ONE_THREAD}".strip()   # before jax loads
+    if ONE_THREAD not in os.environ.get("XLA_FLAGS", ""):   # before jax loads; workers inherit it
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {ONE_THREAD}".strip()
     if args.command != "report" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         import jax  # as hpa_jax.main does: the seeds of a training share their compiled programs
         from hpa_jax.data.datasets import default_cache_dir
