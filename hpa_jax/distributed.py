@@ -7,6 +7,7 @@ each batch (`pipeline.train_batches`) and reports its own errors.
 """
 
 import contextlib
+import faulthandler
 import itertools
 import os
 import socket
@@ -70,6 +71,13 @@ def initialize(mode: str = "", *, coordinator_address: str | None = None, num_pr
         who = f"process {process_id} of {num_processes}" if process_id is not None else "this process"
         raise DistributedError(f"{who} could not join the distributed runtime at {where} within "
                                f"{initialization_timeout} s: {first_line(e)}") from None
+    # A peer that dies while this process waits outside a collective (at a barrier, in Python) is
+    # reported by the coordination service, and JAX's client then ends this process itself: one
+    # fatal log line ("...another task died; see the other task logs"), then abort. Its Python hook
+    # for that (`missed_heartbeat_callback`) cannot be used: jaxlib 0.10 throws std::bad_cast calling
+    # it. Python's fault handler, which absl turns on, would print every thread's stack and the
+    # module list after that line: a traceback for a peer's failure, so it is off here.
+    faulthandler.disable()
     return True
 
 

@@ -123,8 +123,7 @@ def test_two_processes_train_evaluate_predict_as_one_through_preemption_and_a_de
     code = procs[0].wait(timeout=DEAD_PEER_BOUND_S + 60)
     waited = time.monotonic() - killed
     assert code != 0 and waited < DEAD_PEER_BOUND_S, (code, waited)
-    said = [line for line in logs[0].read_text().splitlines() if line.startswith("hpa_jax (process 0 of 2): error:")]
-    assert len(said) == 1 and "another process of the run stopped" in said[0], logs[0].read_text()[-3000:]
+    assert_stopped_for_a_dead_peer(logs[0].read_text())
 
     # The launcher restarts the pair, which resumes and ends as the single process did.
     relaunch = subprocess.run([sys.executable, "-m", "hpa_jax.launch", "--num_processes=2", "--devices_per_process=4",
@@ -148,6 +147,50 @@ def test_two_processes_train_evaluate_predict_as_one_through_preemption_and_a_de
     probs = [np.load(w / "test_probs.npz") for w in (one, two)]
     assert (probs[0]["ids"] == probs[1]["ids"]).all()
     np.testing.assert_allclose(probs[1]["probs"], probs[0]["probs"], atol=1e-6)
+
+
+JAX_ENDS_IT = "Terminating process because the JAX distributed service detected fatal errors"
+
+
+def assert_stopped_for_a_dead_peer(log: str):
+    """A process whose peer died says so in one line and shows no Python stack: ours when the loss
+    reached Python first (a collective or barrier failed), else JAX's own (its client ends the
+    process when the coordination service reports the dead peer; both can come at one instant)."""
+    ours = [line for line in log.splitlines() if line.startswith("hpa_jax (process 0 of 2): error:")]
+    jaxs = [line for line in log.splitlines() if JAX_ENDS_IT in line]
+    assert (len(ours) == 1 and "another process of the run stopped" in ours[0]) or (not ours and len(jaxs) == 1), \
+        log[-3000:]
+    assert "Traceback" not in log and "Fatal Python error" not in log and "Extension modules" not in log, log[-3000:]
+
+
+PEER = """
+import os, signal, sys, time
+from absl import app
+from hpa_jax import distributed
+def main(_):
+    distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]),
+                           heartbeat_timeout=3)
+    distributed.barrier("joined")
+    if distributed.is_primary():
+        time.sleep(120)             # in Python, outside any collective or barrier
+    else:
+        os.kill(os.getpid(), signal.SIGKILL)
+app.run(main, argv=sys.argv[:1])
+"""
+
+
+def test_a_peer_dead_while_this_process_is_outside_a_collective_ends_it_in_one_line(tmp_path):
+    """The path CI met: JAX's client, not a Python exception, ends the survivor; absl's fault
+    handler must not add a stack dump to its line."""
+    address = f"localhost:{free_port()}"
+    logs = [tmp_path / f"peer{i}.log" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", PEER, address, str(i)], cwd=REPO, env=cpu_env(1),
+                              stdout=open(logs[i], "w"), stderr=subprocess.STDOUT) for i in range(2)]
+    assert procs[1].wait(timeout=120) == -signal.SIGKILL, logs[1].read_text()[-3000:]
+    start = time.monotonic()
+    code = procs[0].wait(timeout=60)
+    assert code != 0 and time.monotonic() - start < 30, code
+    assert_stopped_for_a_dead_peer(logs[0].read_text())
 
 
 def jax_leaves(tree):
