@@ -4,7 +4,7 @@ with its spread over seeds. A benchmark, never a test.
     python scripts/ablation.py run                        # every row, 3 seeds; resumable
     python scripts/ablation.py run --rows=d --seeds=0     # one row's training, one seed
     python scripts/ablation.py run --probes=e_alpha_0.9   # another setting of a technique, on the full recipe
-    python scripts/ablation.py curve --rows=g,a           # the levelling-off study: rows trained longer
+    python scripts/ablation.py curve --rows=g,a --epochs_factor=2   # rows trained longer; 3 seeds
     python scripts/ablation.py report                     # docs/ablation.md and its PNGs
 
 Rows, cumulative as in the paper's tables: (a) timm's head (GAP + FC), BCE, one LR, plain cosine;
@@ -39,6 +39,7 @@ from each epoch's validation record (`metrics.jsonl`).
 
 import argparse
 import dataclasses
+import json
 import os
 import pathlib
 import subprocess
@@ -208,7 +209,11 @@ def copy_kept(run_dir: pathlib.Path, kept: pathlib.Path) -> None:
 
 
 def pending(args) -> list[tuple[str, int]]:
-    """(training, seed) of the asked-for runs without `done.json` in RESULTS."""
+    """(training, seed) of the asked-for runs without `done.json` in RESULTS; for `curve`,
+    ("curve/<row>_x<factor>", seed) of the longer runs not kept to their last epoch."""
+    if args.command == "curve":
+        todo = [(curve_name(row, args.epochs_factor), s) for s in args.seeds for row in args.rows or ["g"]]
+        return [(name, s) for name, s in todo if not curve_done(args.results / name / f"seed{s}")]
     wanted = [r for r in rows() if not args.rows or r.name in args.rows]
     trainings = list(dict.fromkeys(r.training for r in wanted)) if args.rows or not args.probes else []
     trainings += [f"probe-{name}" for name in args.probes or ()]
@@ -217,18 +222,21 @@ def pending(args) -> list[tuple[str, int]]:
 
 
 def run(args) -> None:
-    """One worker: its shard of the runs left, one after the other, on one core."""
+    """One worker: its shard of the runs left (`run` or `curve`), one after the other, on one core."""
     os.sched_setaffinity(0, {args.shard[0] % os.cpu_count()})
     index, count = args.shard
     left = pending(args)[index::count]
     print(f"ablation: worker {index} of {count}: {len(left)} runs")
     started = time.time()
-    for i, (training, seed) in enumerate(left, 1):
-        run_dir = args.workdir / training / f"seed{seed}"
-        print(f"[{i}/{len(left)}] {training} seed {seed} -> {run_dir}")
-        record = run_one(run_config(training, seed), run_dir, args.results / training / f"seed{seed}")
+    for i, (name, seed) in enumerate(left, 1):
+        run_dir, kept = args.workdir / name / f"seed{seed}", args.results / name / f"seed{seed}"
+        print(f"[{i}/{len(left)}] {name} seed {seed} -> {run_dir}")
+        if args.command == "curve":
+            seconds = run_curve(name, seed, args.epochs_factor, run_dir, kept)
+        else:
+            seconds = run_one(run_config(name, seed), run_dir, kept)["seconds"]
         elapsed = time.time() - started
-        print(f"[{i}/{len(left)}] {training} seed {seed}: {record['seconds']:.0f} s; {elapsed / 60:.0f} min so far, "
+        print(f"[{i}/{len(left)}] {name} seed {seed}: {seconds:.0f} s; {elapsed / 60:.0f} min so far, "
               f"about {elapsed / i * (len(left) - i) / 60:.0f} min to go")
 
 
@@ -262,20 +270,32 @@ def shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def curve(args) -> None:
-    """A row's training (`--rows`, default g: the full recipe) at `--epochs_factor` times the
-    benchmark's training length (the same cycle length: more warm-restart cycles), one seed: does
-    the validation score still climb after the benchmark's last epoch?"""
+def curve_name(row: str, factor: float) -> str:
+    return f"curve/{row}_x{factor:g}"
+
+
+def curve_done(kept: pathlib.Path) -> bool:
+    """A `curve` run is kept once its epoch records reach the configured last epoch."""
+    if not (kept / "metrics.jsonl").is_file():
+        return False
+    epochs = json.loads((kept / "config.json").read_text())["train"]["num_epochs"]
+    return sum(1 for line in (kept / "metrics.jsonl").read_text().splitlines() if line) >= epochs
+
+
+def run_curve(name: str, seed: int, factor: float, run_dir: pathlib.Path, kept: pathlib.Path) -> float:
+    """A row's training (`--rows`, default g: the full recipe) at `factor` times the benchmark's
+    training length (the same cycle length: more warm-restart cycles): does the validation score
+    still climb after the benchmark's last epoch, and do the rows' differences hold?"""
     from hpa_jax import train
 
+    start = time.time()
+    row = name.split("/")[-1].rsplit("_x", 1)[0]
+    training = next(r.training for r in rows() if r.name == row)
     scale = dict(SCALE)
-    scale["train.num_epochs"] = int(SCALE["train.num_epochs"] * args.epochs_factor)
-    for row in args.rows or ["g"]:
-        training = next(r.training for r in rows() if r.name == row)
-        name = f"{row}_x{args.epochs_factor:g}"
-        run_dir = args.workdir / "curve" / name
-        train.train_and_evaluate(run_config(training, 0, scale), run_dir)
-        copy_kept(run_dir, args.results / "curve" / name)
+    scale["train.num_epochs"] = int(SCALE["train.num_epochs"] * factor)
+    train.train_and_evaluate(run_config(training, seed, scale), run_dir)
+    copy_kept(run_dir, kept)
+    return time.time() - start
 
 
 def main(argv=None):
@@ -285,12 +305,13 @@ def main(argv=None):
                         help="checkpoints (git-ignored)")
     parser.add_argument("--results", type=pathlib.Path, default=RESULTS,
                         help="what the report reads, kept in the repo")
-    parser.add_argument("--shard", type=shard, default=None, help="run: i/n, every n-th run left from the i-th")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="run: processes side by side")
+    parser.add_argument("--shard", type=shard, default=None, help="run, curve: i/n, every n-th run left from the i-th")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="run, curve: processes side by side")
     parser.add_argument("--rows", type=lambda s: s.split(","), default=None, help="comma-separated row names")
     parser.add_argument("--probes", type=lambda s: s.split(","), default=None,
                         help=f"comma-separated variants of the full recipe: {', '.join(PROBES)} (alone: only these)")
-    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(SEEDS))
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(SEEDS),
+                        help="run and curve: comma-separated seeds")
     parser.add_argument("--epochs_factor", type=float, default=1.2, help="curve: training length x this")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -300,13 +321,13 @@ def main(argv=None):
         import jax  # as hpa_jax.main does: the seeds of a training share their compiled programs
         from hpa_jax.data.datasets import default_cache_dir
         jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
-    if args.command == "run" and args.shard is None:
-        run_workers(args, argv)
-    elif args.command == "report":
+    if args.command == "report":
         import ablation_report
         ablation_report.write(args.results, rows(), machine())
+    elif args.shard is None:
+        run_workers(args, argv)
     else:
-        {"run": run, "curve": curve}[args.command](args)
+        run(args)
 
 
 if __name__ == "__main__":

@@ -189,31 +189,36 @@ def draw_classes(rows, scores: dict, path: pathlib.Path) -> bool:
     return True
 
 
+def curve_runs(results: pathlib.Path) -> list[tuple[str, str, float, int, list]]:
+    """The kept `curve` runs: (row, "<row> x<factor>", factor, seed, epoch records), by name and seed."""
+    found = []
+    for seed_dir in sorted((results / "curve").glob("*_x*/seed*")):
+        if (seed_dir / "metrics.jsonl").is_file():
+            row, factor = seed_dir.parent.name.rsplit("_x", 1)
+            records = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines() if line]
+            found.append((row, f"{row} x{factor}", float(factor), int(seed_dir.name[len("seed"):]), records))
+    return found
+
+
 def draw_curves(results: pathlib.Path, runs: dict, curve_rows: dict, path: pathlib.Path) -> bool:
     """Validation macro-F1 per epoch: the longer `curve` runs (solid) and the benchmark's own runs
     (dashed) of the rows in `curve_rows` (row -> training), one colour per row."""
     plt = pyplot()
 
     colours = dict(zip(curve_rows, ("tab:orange", "tab:blue", "tab:green", "tab:red")))
-    series = []   # (label, row, metrics file, solid?)
-    for curve_dir in sorted((results / "curve").glob("*_x*")):
-        row = curve_dir.name.split("_x")[0]
-        if row in curve_rows and (curve_dir / "config.json").is_file():
-            saved = json.loads((curve_dir / "config.json").read_text())
-            series.append((f"row {row}: {saved['train']['num_epochs']} epochs, seed {saved['seed']}", row,
-                           curve_dir / "metrics.jsonl", True))
+    series = [(f"row {row}: {records[-1]['epoch']} epochs, seed {seed}", row, records, True)
+              for row, _, _, seed, records in curve_runs(results) if row in curve_rows]
     # the benchmark's own runs, dashed: a longer run of the same seed follows the same epochs
     # exactly up to the benchmark's last one (same schedule, deterministic)
     for row, training in curve_rows.items():
         series += [(f"row {row}: benchmark, seed {seed}", row,
-                    run_dir / "metrics.jsonl", False)
-                   for (name, seed), run_dir in sorted(runs.items()) if name == training]
-    series = [s for s in series if s[2].is_file()]
+                    [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line], False)
+                   for (name, seed), run_dir in sorted(runs.items())
+                   if name == training and (run_dir / "metrics.jsonl").is_file()]
     if not series:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
-    for label, row, metrics, solid in series:
-        records = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+    for label, row, records, solid in series:
         epochs = [r["epoch"] for r in records]
         style = dict(color=colours[row], linestyle="-" if solid else "--", linewidth=1.6 if solid else 0.8,
                      alpha=1.0 if solid else 0.7)
@@ -229,26 +234,46 @@ def draw_curves(results: pathlib.Path, runs: dict, curve_rows: dict, path: pathl
     return True
 
 
-def curve_table(results: pathlib.Path) -> list[str]:
-    """Per `curve` run: the cross-fitted figure every `optim.cycle_epochs` epochs (the full
-    recipe's warm-restart cycle ends)."""
-    found = []
-    for curve_dir in sorted((results / "curve").glob("*_x*")):
-        if not (curve_dir / "metrics.jsonl").is_file():
-            continue
-        cycle = json.loads((curve_dir / "config.json").read_text())["optim"]["cycle_epochs"]
-        records = [json.loads(line) for line in (curve_dir / "metrics.jsonl").read_text().splitlines() if line]
-        ends = [r for r in records if r["epoch"] % cycle == 0]
-        found.append((curve_dir.name.replace("_x", " x"), ends))
+def curve_table(results: pathlib.Path, cycle: int) -> list[str]:
+    """Per `curve` run: the cross-fitted figure every `cycle` epochs (the full recipe's
+    warm-restart cycle ends)."""
+    found = [(f"{name}, seed {seed}", [r for r in records if r["epoch"] % cycle == 0])
+             for _, name, _, seed, records in curve_runs(results)]
     if not found:
         return []
     width = max(len(ends) for _, ends in found)
-    lines = ["| row, training length | " + " | ".join(f"epoch {(i + 1) * cycle}" for i in range(width)) + " |",
+    lines = ["| row, training length, seed | " + " | ".join(f"epoch {(i + 1) * cycle}" for i in range(width)) + " |",
              "|---|" + "---|" * width]
     for name, ends in found:
         cells = [f"{r['val_macro_f1_cross_fitted']:.3f}" for r in ends]
         lines.append(f"| {name} | " + " | ".join(cells + [""] * (width - len(cells))) + " |")
     return lines
+
+
+def curve_differences(results: pathlib.Path, benchmark_epochs: int) -> list[str]:
+    """Each `curve` run of the full recipe without a technique ("g-<technique>") against g's run
+    of the same length and seed: the cross-fitted difference at the benchmark's last epoch and at
+    the longer run's last, per seed and mean ± sd. Does a technique's cost shrink with training?"""
+    runs = {(row, factor, seed): records for row, _, factor, seed, records in curve_runs(results)}
+    lines = []
+    for row, factor in sorted({(r, f) for r, f, _ in runs if r.startswith("g-")}):
+        seeds = sorted(s for r, f, s in runs if (r, f) == (row, factor) and ("g", factor, s) in runs)
+        if not seeds:
+            continue
+        at = {}
+        for seed in seeds:
+            mine = {r["epoch"]: r["val_macro_f1_cross_fitted"] for r in runs[row, factor, seed]}
+            full = {r["epoch"]: r["val_macro_f1_cross_fitted"] for r in runs["g", factor, seed]}
+            last = max(mine)
+            at[seed] = (mine[benchmark_epochs] - full[benchmark_epochs], mine[last] - full[last], last)
+        lengths = sorted({last for _, _, last in at.values()})
+        per_seed = ", ".join(f"seed {s}: {a:+.3f} -> {b:+.3f}" for s, (a, b, _) in at.items())
+        lines.append(f"| {row} x{factor:g} | {len(seeds)} | {signed([a for a, _, _ in at.values()])} | "
+                     f"{signed([b for _, b, _ in at.values()])} ({'/'.join(map(str, lengths))}) | {per_seed} |")
+    if not lines:
+        return []
+    return [f"| row minus g, both trained as long | seeds | at epoch {benchmark_epochs} | at the last epoch (which) | "
+            f"per seed, epoch {benchmark_epochs} -> last |", "|---|---|---|---|---|", *lines]
 
 
 # What the paper reports for each technique (Zhang et al. 2021, Results: Tables 1-3, in words).
@@ -409,16 +434,23 @@ def write(results: pathlib.Path, rows, machine: str) -> pathlib.Path:
         *selection_table(runs, trainings), "",
     ]
     if curves:
+        cycle, epochs = ablation.SCALE["optim.cycle_epochs"], ablation.SCALE["train.num_epochs"]
+        differences = curve_differences(results, epochs)
         lines += ["## Learning curves", "",
-                  "Was the benchmark's training long enough? Rows a and g trained longer (`curve`, seed 0; g's "
-                  "9-epoch cycles continue, a's single cosine stretches over the longer run), against the benchmark's "
-                  "own runs (dashed, 45 epochs). Cross-fitted macro-F1 (no TTA) every 9 epochs (g's cycle ends, where "
-                  "its learning rate is lowest; a's rate reaches its lowest only at the run's end):", "",
-                  *curve_table(results), "", "![learning curves](ablation_curves.png)", ""]
+                  "Was the benchmark's training long enough? Rows trained longer (`curve`; g's "
+                  f"{cycle}-epoch cycles continue, a's single cosine stretches over the longer run), against the "
+                  f"benchmark's own runs (dashed in the figure, {epochs} epochs). Cross-fitted macro-F1 (no TTA) every "
+                  f"{cycle} epochs (g's cycle ends, where its learning rate is lowest; a's rate reaches its lowest only "
+                  "at the run's end):", "",
+                  *curve_table(results, cycle), "", "![learning curves](ablation_curves.png)", "",
+                  *(["Do the costs found at the benchmark's length hold when both are trained longer? The full recipe "
+                     "without a technique against the full recipe, same seed, same length (cross-fitted, no TTA; "
+                     "mean ± sd over seeds):", "", *differences, ""] if differences else [])]
     lines += ["## Rerun", "", "```bash", ".venv/bin/python scripts/ablation.py run --rows=d --seeds=0,1,2   # one row",
               ".venv/bin/python scripts/ablation.py run                               # all rows (resumes)",
               ".venv/bin/python scripts/ablation.py run --probes=e_alpha_0.9 --seeds=0,1   # another setting",
               ".venv/bin/python scripts/ablation.py curve --rows=a,g --epochs_factor=2     # trained longer",
+              ".venv/bin/python scripts/ablation.py curve --rows=g,g-e_loss_focal,g-hard_sampler --epochs_factor=2",
               ".venv/bin/python scripts/ablation.py report", "```", "",
               "## Against the paper, technique by technique", "",
               "Cumulative step: the row that adds the technique minus the row before (row e adds three). In the "
