@@ -19,6 +19,7 @@ from bench_util import REPO, _read, machine, merge_rows, section_body, table_row
 import numpy as np  # noqa: E402
 
 import benchmark_models  # noqa: E402
+import benchmark_plan  # noqa: E402
 import benchmark_realsize  # noqa: E402
 import benchmark_scale  # noqa: E402
 
@@ -382,6 +383,7 @@ BENCHMARKS = {
                "encoders: parameters, timm parity, training images/s vs timm; grouped convolutions"),
     "scale": (benchmark_scale.add_arguments, benchmark_scale.run,
               "the data tools at 31,072 and 105,678 images: time and peak memory"),
+    "plan": (benchmark_plan.add_arguments, benchmark_plan.run, "how long --mode=plan takes per paper config"),
     "realsize": (benchmark_realsize.add_arguments, benchmark_realsize.run,
                  "the six paper configs at full size: plan, CPU steps, GPU needs (docs/scaling.md)"),
 }
