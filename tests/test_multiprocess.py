@@ -169,7 +169,7 @@ from absl import app
 from hpa_jax import distributed
 def main(_):
     distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]),
-                           heartbeat_timeout=3)
+                           heartbeat_timeout=5)
     distributed.barrier("joined")
     if distributed.is_primary():
         time.sleep(120)             # in Python, outside any collective or barrier
