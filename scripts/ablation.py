@@ -224,6 +224,10 @@ def pending(args) -> list[tuple[str, int]]:
 def run(args) -> None:
     """One worker: its shard of the runs left (`run` or `curve`), one after the other, on one core."""
     os.sched_setaffinity(0, {args.shard[0] % os.cpu_count()})
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        import jax  # as hpa_jax.main does: the seeds of a training share their compiled programs
+        from hpa_jax.data.datasets import default_cache_dir
+        jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
     index, count = args.shard
     left = pending(args)[index::count]
     print(f"ablation: worker {index} of {count}: {len(left)} runs")
@@ -274,12 +278,16 @@ def curve_name(row: str, factor: float) -> str:
     return f"curve/{row}_x{factor:g}"
 
 
+def epoch_records(run_dir: pathlib.Path) -> list[dict]:
+    """A run's `metrics.jsonl`, one record per epoch ([] where there is none)."""
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+
+
 def curve_done(kept: pathlib.Path) -> bool:
     """A `curve` run is kept once its epoch records reach the configured last epoch."""
-    if not (kept / "metrics.jsonl").is_file():
-        return False
-    epochs = json.loads((kept / "config.json").read_text())["train"]["num_epochs"]
-    return sum(1 for line in (kept / "metrics.jsonl").read_text().splitlines() if line) >= epochs
+    records = epoch_records(kept)
+    return bool(records) and len(records) >= json.loads((kept / "config.json").read_text())["train"]["num_epochs"]
 
 
 def run_curve(name: str, seed: int, factor: float, run_dir: pathlib.Path, kept: pathlib.Path) -> float:
@@ -317,10 +325,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if ONE_THREAD not in os.environ.get("XLA_FLAGS", ""):   # before jax loads; workers inherit it
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {ONE_THREAD}".strip()
-    if args.command != "report" and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        import jax  # as hpa_jax.main does: the seeds of a training share their compiled programs
-        from hpa_jax.data.datasets import default_cache_dir
-        jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
     if args.command == "report":
         import ablation_report
         ablation_report.write(args.results, rows(), machine())

@@ -15,6 +15,8 @@ import numpy as np
 
 from bench_util import REPO, _read
 
+import ablation  # noqa: E402 - the rows and settings reported (it imports this module only when asked to report)
+
 DOC = REPO / "docs" / "ablation.md"
 FIGURE = REPO / "docs" / "ablation.png"
 CURVES = REPO / "docs" / "ablation_curves.png"
@@ -105,7 +107,7 @@ def selection_table(runs: dict, trainings: dict) -> list[str]:
         for (name, _), run_dir in runs.items():
             if name != training:
                 continue
-            records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+            records = ablation.epoch_records(run_dir)
             if not records or "val_macro_f1_cross_fitted" not in records[0]:
                 continue
             for criterion in SELECTION:
@@ -193,28 +195,26 @@ def curve_runs(results: pathlib.Path) -> list[tuple[str, str, float, int, list]]
     """The kept `curve` runs: (row, "<row> x<factor>", factor, seed, epoch records), by name and seed."""
     found = []
     for seed_dir in sorted((results / "curve").glob("*_x*/seed*")):
-        if (seed_dir / "metrics.jsonl").is_file():
+        if records := ablation.epoch_records(seed_dir):
             row, factor = seed_dir.parent.name.rsplit("_x", 1)
-            records = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines() if line]
             found.append((row, f"{row} x{factor}", float(factor), int(seed_dir.name[len("seed"):]), records))
     return found
 
 
-def draw_curves(results: pathlib.Path, runs: dict, curve_rows: dict, path: pathlib.Path) -> bool:
-    """Validation macro-F1 per epoch: the longer `curve` runs (solid) and the benchmark's own runs
-    (dashed) of the rows in `curve_rows` (row -> training), one colour per row."""
+def draw_curves(curves: list, runs: dict, curve_rows: dict, path: pathlib.Path) -> bool:
+    """Validation macro-F1 per epoch: the longer `curve` runs (`curve_runs`; solid) and the
+    benchmark's own runs (dashed) of the rows in `curve_rows` (row -> training), one colour per row."""
     plt = pyplot()
 
     colours = dict(zip(curve_rows, ("tab:orange", "tab:blue", "tab:green", "tab:red")))
     series = [(f"row {row}: {records[-1]['epoch']} epochs, seed {seed}", row, records, True)
-              for row, _, _, seed, records in curve_runs(results) if row in curve_rows]
+              for row, _, _, seed, records in curves if row in curve_rows]
     # the benchmark's own runs, dashed: a longer run of the same seed follows the same epochs
     # exactly up to the benchmark's last one (same schedule, deterministic)
     for row, training in curve_rows.items():
-        series += [(f"row {row}: benchmark, seed {seed}", row,
-                    [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line], False)
-                   for (name, seed), run_dir in sorted(runs.items())
-                   if name == training and (run_dir / "metrics.jsonl").is_file()]
+        series += [(f"row {row}: benchmark, seed {seed}", row, ablation.epoch_records(run_dir), False)
+                   for (name, seed), run_dir in sorted(runs.items()) if name == training]
+    series = [s for s in series if s[2]]
     if not series:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
@@ -234,11 +234,11 @@ def draw_curves(results: pathlib.Path, runs: dict, curve_rows: dict, path: pathl
     return True
 
 
-def curve_table(results: pathlib.Path, cycle: int) -> list[str]:
-    """Per `curve` run: the cross-fitted figure every `cycle` epochs (the full recipe's
-    warm-restart cycle ends)."""
+def curve_table(curves: list, cycle: int) -> list[str]:
+    """Per `curve` run (`curve_runs`): the cross-fitted figure every `cycle` epochs (the full
+    recipe's warm-restart cycle ends)."""
     found = [(f"{name}, seed {seed}", [r for r in records if r["epoch"] % cycle == 0])
-             for _, name, _, seed, records in curve_runs(results)]
+             for _, name, _, seed, records in curves]
     if not found:
         return []
     width = max(len(ends) for _, ends in found)
@@ -250,13 +250,13 @@ def curve_table(results: pathlib.Path, cycle: int) -> list[str]:
     return lines
 
 
-def curve_differences(results: pathlib.Path, benchmark_epochs: int, cycle: int) -> list[str]:
-    """Each `curve` run of the full recipe without a technique ("g-<technique>") against g's run
+def curve_differences(curves: list, benchmark_epochs: int, cycle: int) -> list[str]:
+    """Each `curve` run (`curve_runs`) of the full recipe without a technique ("g-<technique>") against g's run
     of the same length and seed, cross-fitted: the difference at the benchmark's last epoch, at
     the longer run's last, and averaged over the cycle ends after the benchmark's last epoch (one
     epoch's figure moves by a few points from cycle to cycle); per seed and mean ± sd. Does a
     technique's cost shrink with training?"""
-    runs = {(row, factor, seed): records for row, _, factor, seed, records in curve_runs(results)}
+    runs = {(row, factor, seed): records for row, _, factor, seed, records in curves}
     lines = []
     for row, factor in sorted({(r, f) for r, f, _ in runs if r.startswith("g-")}):
         seeds = sorted(s for r, f, s in runs if (r, f) == (row, factor) and ("g", factor, s) in runs)
@@ -307,8 +307,6 @@ def direction(values) -> str:
 def paper_table(rows, scores: dict) -> list[str]:
     """Per technique: the paper's claim, the cumulative step that adds it (with the techniques
     added in the same step), and what it contributes to the full recipe (g minus g without it)."""
-    import ablation
-
     lines = ["| technique | the paper | cumulative step here | in the full recipe (g - g without it) | direction here |",
              "|---|---|---|---|---|"]
     names = [r.name for r in rows if "-" not in r.name]
@@ -384,7 +382,6 @@ def write(results: pathlib.Path, rows, machine: str) -> pathlib.Path:
                        f"{mean_sd([v['common'] for v in s.values()])} | {mean_sd([v['rare'] for v in s.values()])} |")
     probes = ["| probe: the full recipe (g) with | seeds | macro-F1 (headline) | vs g | at 0.5 | common classes | "
               "rare classes |", "|---|---|---|---|---|---|---|"]
-    import ablation
     for name, values in ablation.PROBES.items():
         found = {seed: score_run(d, True, True, seed) for (t, seed), d in runs.items() if t == f"probe-{name}"}
         if not found:
@@ -406,7 +403,8 @@ def write(results: pathlib.Path, rows, machine: str) -> pathlib.Path:
                                f"{mean_sd([v['at_0.5'] for v in s])} |")
     if any(scores.values()):
         draw(rows, scores, FIGURE)
-    curves = draw_curves(results, runs, {r.name: r.training for r in rows if r.name in ("g", "a")}, CURVES)
+    curves = curve_runs(results)
+    drawn = draw_curves(curves, runs, {r.name: r.training for r in rows if r.name in ("g", "a")}, CURVES)
     classes = draw_classes(rows, scores, CLASSES)
     lines = [
         "# The paper's ablation, rerun on the synthetic benchmark", "",
@@ -439,16 +437,16 @@ def write(results: pathlib.Path, rows, machine: str) -> pathlib.Path:
         "cross-fitted macro-F1 (no TTA) of the chosen epoch, mean ± sd over seeds.", "",
         *selection_table(runs, trainings), "",
     ]
-    if curves:
+    if drawn:
         cycle, epochs = ablation.SCALE["optim.cycle_epochs"], ablation.SCALE["train.num_epochs"]
-        differences = curve_differences(results, epochs, cycle)
+        differences = curve_differences(curves, epochs, cycle)
         lines += ["## Learning curves", "",
                   "Was the benchmark's training long enough? Rows trained longer (`curve`; g's "
                   f"{cycle}-epoch cycles continue, a's single cosine stretches over the longer run), against the "
                   f"benchmark's own runs (dashed in the figure, {epochs} epochs). Cross-fitted macro-F1 (no TTA) every "
                   f"{cycle} epochs (g's cycle ends, where its learning rate is lowest; a's rate reaches its lowest only "
                   "at the run's end):", "",
-                  *curve_table(results, cycle), "", "![learning curves](ablation_curves.png)", "",
+                  *curve_table(curves, cycle), "", "![learning curves](ablation_curves.png)", "",
                   *(["Do the costs found at the benchmark's length hold when both are trained longer? The full recipe "
                      "without a technique against the full recipe, same seed, same length (cross-fitted, no TTA; "
                      "mean ± sd over seeds):", "", *differences, ""] if differences else [])]
