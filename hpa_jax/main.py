@@ -9,7 +9,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hpa_jax import config_files, console
+from hpa_jax import console
+from hpa_jax.config import shipped as config_files
 from hpa_jax.errors import one_line_errors
 
 MODES = ("train", "evaluate", "predict", "lr_find", "cv", "plan")
@@ -39,7 +40,9 @@ def main(argv):
         raise app.UsageError(f"unknown --mode {','.join(unknown)}; expected {', '.join(MODES)}")
     import jax  # after flag parsing: importing jax is slow
 
-    from hpa_jax import cv, distributed, inference, lr_finder, plan, train
+    from hpa_jax.evaluation import inference
+    from hpa_jax.runtime import distributed
+    from hpa_jax.training import cv, lr_finder, plan, loop as train
     from hpa_jax.data.datasets import default_cache_dir
 
     if not FLAGS["verbosity"].present:

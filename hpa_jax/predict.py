@@ -11,7 +11,7 @@ unless `--skip_bad` (then `skipped.csv` lists them). Flags are read before jax i
 `--help` is quick.
 """
 
-from hpa_jax.folder import PATTERN
+from hpa_jax.folder.images import PATTERN
 
 PROG = "hpa_jax.predict"
 
@@ -45,7 +45,7 @@ def main(argv):
 
     from hpa_jax.data.datasets import default_cache_dir  # noqa: PLC0415
     from hpa_jax.errors import one_line_errors  # noqa: PLC0415
-    from hpa_jax.folder_predict import predict_folder  # noqa: PLC0415
+    from hpa_jax.folder.predict import predict_folder  # noqa: PLC0415
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")

@@ -169,7 +169,9 @@ def run_one(config, run_dir: pathlib.Path, kept: pathlib.Path) -> dict:
     """Trains (or resumes) one run in `run_dir`, then keeps in `kept` its last checkpoint's
     validation probabilities without and with D4 TTA, its config and epoch records, and
     `done.json` last."""
-    from hpa_jax import inference, outputs, train
+    from hpa_jax.evaluation import inference
+    from hpa_jax.reporting import outputs
+    from hpa_jax.training import loop as train
     from hpa_jax.data.datasets import load_dataset
 
     start = time.time()
@@ -294,7 +296,7 @@ def run_curve(name: str, seed: int, factor: float, run_dir: pathlib.Path, kept: 
     """A row's training (`--rows`, default g: the full recipe) at `factor` times the benchmark's
     training length (the same cycle length: more warm-restart cycles): does the validation score
     still climb after the benchmark's last epoch, and do the rows' differences hold?"""
-    from hpa_jax import train
+    from hpa_jax.training import loop as train
 
     start = time.time()
     row = name.split("/")[-1].rsplit("_x", 1)[0]

@@ -47,7 +47,8 @@ def score_run(run_dir: pathlib.Path, tta: bool, thresholds: bool, seed: int) -> 
     """A row's figures for one run: macro-F1 at 0.5 and cross-fitted over the fold's stratified
     halves, the headline (cross-fitted if the row fits thresholds, else at 0.5), and the
     headline's per-class F1 averaged over common and rare classes."""
-    from hpa_jax import inference, postprocess
+    from hpa_jax.evaluation import inference, metrics
+    from hpa_jax.evaluation.thresholds import cross_fitted_predictions, search_thresholds
     from hpa_jax.data.datasets import fold_seed
 
     saved = np.load(run_dir / "val_probs.npz")
@@ -55,13 +56,13 @@ def score_run(run_dir: pathlib.Path, tta: bool, thresholds: bool, seed: int) -> 
     config = ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
     halves = inference.validation_halves(labels, fold_seed(config))
     at_half = probs > 0.5
-    crossed = postprocess.cross_fitted_predictions(probs, labels, halves)
+    crossed = cross_fitted_predictions(probs, labels, halves)
     headline = crossed if thresholds else at_half
-    per_class = np.asarray(postprocess.per_class_f1(labels, headline))
+    per_class = np.asarray(metrics.per_class_f1(labels, headline))
     common = common_classes()
-    _, best_single = postprocess.search_thresholds(probs, labels, method="single")
-    return {"headline": float(per_class.mean()), "at_0.5": float(postprocess.macro_f1(labels, at_half)),
-            "cross_fitted": float(postprocess.macro_f1(labels, crossed)),
+    _, best_single = search_thresholds(probs, labels, method="single")
+    return {"headline": float(per_class.mean()), "at_0.5": float(metrics.macro_f1(labels, at_half)),
+            "cross_fitted": float(metrics.macro_f1(labels, crossed)),
             "common": float(per_class[common].mean()), "rare": float(per_class[~common].mean()),
             "mean_prob_over_label_rate": float(probs.mean() / max(labels.mean(), 1e-12)),
             "best_single_threshold_f1": float(best_single), "seed": seed, "per_class": per_class.tolist()}
@@ -327,7 +328,7 @@ def weights_table(runs: dict) -> list[str]:
     """E-loss's class weights (normalised to sum to 28) at this benchmark's training counts and at
     Kaggle's: one alpha re-weights a smaller or flatter label set less."""
     from hpa_jax.classes import KAGGLE_TRAIN_COUNTS
-    from hpa_jax.losses import effective_number_weights
+    from hpa_jax.training.losses import effective_number_weights
 
     if not runs:
         return []

@@ -103,14 +103,14 @@ def synthetic_scores(rows: int, seed: int = 0):
 
 
 def run_postprocess(args) -> str:
-    from hpa_jax import postprocess
+    from hpa_jax.evaluation.thresholds import COARSE_GRID, FINE_GRID, THRESHOLD_METHODS, search_thresholds
 
     probs, labels = synthetic_scores(args.rows)
-    coarse, fine = postprocess.COARSE_GRID, postprocess.FINE_GRID
+    coarse, fine = COARSE_GRID, FINE_GRID
     results = {}
-    for method in postprocess.THRESHOLD_METHODS:
-        first, steady = timed(lambda m=method: postprocess.search_thresholds(probs, labels, method=m), args.repeats)
-        results[method] = (first, steady, *postprocess.search_thresholds(probs, labels, method=method))
+    for method in THRESHOLD_METHODS:
+        first, steady = timed(lambda m=method: search_thresholds(probs, labels, method=m), args.repeats)
+        results[method] = (first, steady, *search_thresholds(probs, labels, method=method))
     first, steady, greedy, _ = results["greedy"]
     single = results["single"][2]
     # The loop's last pass only confirms that nothing changes (macro-F1 is a mean of per-class terms).
@@ -126,7 +126,7 @@ def run_postprocess(args) -> str:
     start = time.perf_counter()
     loop_thresholds, _ = sklearn_greedy(check_probs, check_labels, coarse, fine)
     check_seconds = time.perf_counter() - start
-    jax_thresholds, _ = postprocess.search_thresholds(check_probs, check_labels)
+    jax_thresholds, _ = search_thresholds(check_probs, check_labels)
     same = "identical" if np.array_equal(loop_thresholds, jax_thresholds) else "DIFFERENT"
 
     rows = "\n".join(f"| `{m}` | {r[1] * 1e3:.1f} ms | {r[3]:.4f} |" for m, r in results.items())

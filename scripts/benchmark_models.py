@@ -47,10 +47,11 @@ def jax_train_step(name: str, batch: int, size: int, dtype: str, grouped_conv: s
     """A call of hpa_jax's sharded train step (forward, backward, SGD update of the full-size
     encoder with timm's own classifier, the gap head) on one fixed batch."""
     from configs import default
-    from hpa_jax import optim, sharding
+    from hpa_jax.runtime import sharding
+    from hpa_jax.training import optim
     from hpa_jax.models import create_model_from_config
-    from hpa_jax.state import create_train_state
-    from hpa_jax.train import make_train_step
+    from hpa_jax.training.state import create_train_state
+    from hpa_jax.training.loop import make_train_step
 
     config = default.get_config()
     config.model.name, config.model.dtype, config.model.grouped_conv = name, dtype, grouped_conv

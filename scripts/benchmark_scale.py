@@ -234,7 +234,7 @@ def union_sources(data_dir):
 
 
 def step_union_labels(data_dir, _):
-    from hpa_jax import losses
+    from hpa_jax.training import losses
     from hpa_jax.data import combined
 
     union = combined.read_union(union_sources(data_dir), 28)

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from hpa_jax import folder_predict  # noqa: E402
+from hpa_jax.folder import predict as folder_predict  # noqa: E402
 from hpa_jax.classes import CHANNELS, CLASS_NAMES, class_slug  # noqa: E402
 from hpa_jax.data import synthetic  # noqa: E402
 

@@ -12,7 +12,7 @@ import matplotlib
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from hpa_jax.cams import composite  # noqa: E402
+from hpa_jax.explain.maps import composite  # noqa: E402
 from hpa_jax.classes import CLASS_NAMES  # noqa: E402
 from hpa_jax.data import synthetic  # noqa: E402
 

@@ -33,7 +33,7 @@ def tiny_run(tmp_path_factory) -> pathlib.Path:
     """A finished training run (2 epochs of 3 steps, a width-8 ResNet18 on 32 px synthetic fields,
     `data.image_size=32`): config.json, checkpoints, metrics.jsonl and tensorboard/, as a user's
     run folder is; for the tests of what reads a run."""
-    from hpa_jax import train
+    from hpa_jax.training import loop as train
     from test_pipeline_state import run_config
 
     root = tmp_path_factory.mktemp("tiny_run")

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from hpa_jax import losses, sharding
+from hpa_jax.runtime import sharding
+from hpa_jax.training import losses
 from hpa_jax.data.pipeline import normalize
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import create_model_from_config
-from hpa_jax.sharding import MESH_AXIS
-from hpa_jax.train import make_train_step
+from hpa_jax.runtime.sharding import MESH_AXIS
+from hpa_jax.training.loop import make_train_step
 from test_train_step import initial_state, random_batches, tiny_config
 
 A = 2

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from hpa_jax import sharding
+from hpa_jax.runtime import sharding
 from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, BatchNorm
-from hpa_jax.sharding import MESH_AXIS
+from hpa_jax.runtime.sharding import MESH_AXIS
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

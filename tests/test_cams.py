@@ -5,10 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpa_jax import cams, explain, optim, sharding, train
+from hpa_jax.explain import maps as cams, gradcam as explain
+from hpa_jax.runtime import sharding
+from hpa_jax.training import optim, loop as train
 from hpa_jax.data import pipeline, synthetic
 from hpa_jax.models import create_model_from_config
-from hpa_jax.state import create_train_state
+from hpa_jax.training.state import create_train_state
 from test_train_step import tiny_config
 
 NUCLEOPLASM = 0

@@ -3,9 +3,10 @@
 import jax
 import numpy as np
 
-from hpa_jax import checkpoint, inference, sharding
+from hpa_jax.evaluation import inference
+from hpa_jax.runtime import checkpoint, sharding
 from hpa_jax.models import create_model_from_config
-from hpa_jax.train import make_train_step
+from hpa_jax.training.loop import make_train_step
 from test_train_step import initial_state, tiny_config
 
 

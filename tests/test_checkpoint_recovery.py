@@ -19,7 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpa_jax import checkpoint, inference, preemption, train
+from hpa_jax.evaluation import inference
+from hpa_jax.runtime import checkpoint, preemption
+from hpa_jax.training import loop as train
 from hpa_jax.errors import CheckpointError, TrainingDiverged, TrainingInterrupted, one_line_errors
 from test_pipeline_state import run_config
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from hpa_jax.ensemble import read_thresholds
+from hpa_jax.evaluation.ensemble import read_thresholds
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = [

@@ -8,7 +8,7 @@ import pytest
 
 from configs import default
 from hpa_jax.data.datasets import load_dataset
-from hpa_jax.train import oversampled_rows
+from hpa_jax.training.loop import oversampled_rows
 
 
 def kaggle_copy_with_duplicate(shared_data, tmp_path, num=6):

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpa_jax import ensemble, postprocess
+from hpa_jax import postprocess
+from hpa_jax.evaluation import ensemble
 from hpa_jax.errors import DataError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

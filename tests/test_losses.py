@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from hpa_jax import losses
+from hpa_jax.training import losses
 from hpa_jax.errors import ConfigError
 
 

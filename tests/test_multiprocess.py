@@ -200,7 +200,7 @@ def jax_leaves(tree):
 
 
 def test_an_unreachable_coordinator_is_one_line_within_the_timeout():
-    from hpa_jax import distributed
+    from hpa_jax.runtime import distributed
 
     start = time.monotonic()
     with pytest.raises(distributed.DistributedError, match=r"process 1 of 2 could not reach the coordinator at "
@@ -214,7 +214,7 @@ def test_the_launcher_prefixes_whole_lines_and_keeps_progress_bars_in_place():
     import io
     import threading
 
-    from hpa_jax.launch import forward
+    from hpa_jax.runtime.launch import forward
 
     class Chunks(io.RawIOBase):   # a pipe delivering the text in the pieces a process wrote it in
         def __init__(self, chunks):

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from configs import default, resnet50
-from hpa_jax import optim
+from hpa_jax.training import optim
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import create_model
 

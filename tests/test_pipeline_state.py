@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpa_jax import checkpoint, inference, train
+from hpa_jax.evaluation import inference
+from hpa_jax.runtime import checkpoint
+from hpa_jax.training import loop as train
 from hpa_jax.data import pack, pipeline, synthetic
 from test_train_step import tiny_config
 

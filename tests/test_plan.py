@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from hpa_jax import inference, optim, plan, sharding, train
+from hpa_jax.evaluation import inference
+from hpa_jax.runtime import sharding
+from hpa_jax.training import optim, plan, loop as train
 from hpa_jax.configs import quickstart
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import create_model_from_config, encoder_module_sort_key
-from hpa_jax.state import create_train_state
+from hpa_jax.training.state import create_train_state
 from test_cli import run_cli
 
 # The quickstart shrunk (width-8 ResNet18 on 32 px synthetic fields, global batch 16 = 2 per device

@@ -15,8 +15,8 @@ from PIL import Image
 
 from conftest import SHARED_DATA
 
-from hpa_jax import folder_predict
-from hpa_jax import inference
+from hpa_jax.folder import predict as folder_predict
+from hpa_jax.evaluation import inference
 from hpa_jax.classes import CHANNELS, CLASS_NAMES
 from hpa_jax.errors import DataError
 

@@ -8,13 +8,14 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from configs import quickstart
-from hpa_jax import losses, optim, sharding
+from hpa_jax.runtime import sharding
+from hpa_jax.training import losses, optim
 from hpa_jax.data.pipeline import normalize
 from hpa_jax.errors import TrainingDiverged
 from hpa_jax.models import create_model_from_config
-from hpa_jax.sharding import MESH_AXIS
-from hpa_jax.state import create_train_state
-from hpa_jax.train import make_train_step, run_epoch
+from hpa_jax.runtime.sharding import MESH_AXIS
+from hpa_jax.training.state import create_train_state
+from hpa_jax.training.loop import make_train_step, run_epoch
 
 
 def tiny_config():

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default
-from hpa_jax import sharding
-from hpa_jax.inference import d4_transform, make_predict_step
+from hpa_jax.runtime import sharding
+from hpa_jax.evaluation.inference import d4_transform, make_predict_step
 from hpa_jax.models.heads import adaptive_concat_pool
 
 

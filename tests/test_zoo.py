@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from test_train_step import tiny_config
 
-from hpa_jax import optim, sharding
+from hpa_jax.runtime import sharding
+from hpa_jax.training import optim
 from hpa_jax.models import (ENCODERS, FAMILY_OF, TRACE_SIZE, create_model, create_model_from_config,
                             encoder_module_sort_key)
-from hpa_jax.state import create_train_state
-from hpa_jax.train import make_train_step
+from hpa_jax.training.state import create_train_state
+from hpa_jax.training.loop import make_train_step
 
 # resnet18 is test_train_step's model; resnet34/50/101 are it with more or bottleneck blocks, which
 # seresnext50_32x4d (grouped bottlenecks with SE) covers.

@@ -97,7 +97,7 @@ def test_training_command_starts_from_converted_weights(tmp_path):
     from test_cli import TINY, run_cli
 
     from configs import quickstart
-    from hpa_jax.inference import restore_variables, training_config
+    from hpa_jax.evaluation.inference import restore_variables, training_config
 
     state_dict = state_dict_numpy(random_timm_model("resnet18", num_classes=1000, in_chans=3))
     save_file(state_dict, str(tmp_path / "resnet18.safetensors"))

@@ -20,16 +20,18 @@ import optax
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from hpa_jax import (checkpoint, distributed, inference, losses, optim, outputs, plots, postprocess, preemption,
-                     sharding)
+from hpa_jax.evaluation import inference, metrics
+from hpa_jax.reporting import outputs, plots
+from hpa_jax.runtime import checkpoint, distributed, preemption, sharding
+from hpa_jax.training import losses, optim
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import oversample, pipeline
 from hpa_jax.data.datasets import fold_seed, load_dataset
 from hpa_jax.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from hpa_jax.models import create_model_from_config, encoder_module_sort_key
-from hpa_jax.sharding import MESH_AXIS
-from hpa_jax.state import TrainState, create_train_state
-from hpa_jax.summaries import Summaries
+from hpa_jax.runtime.sharding import MESH_AXIS
+from hpa_jax.training.state import TrainState, create_train_state
+from hpa_jax.reporting.summaries import Summaries
 
 
 def class_weights_for(config, train_labels: np.ndarray) -> np.ndarray | None:
@@ -335,7 +337,7 @@ def train_and_evaluate(config, workdir) -> dict:
     if record:
         plots.plot_training_curves(workdir / "metrics.jsonl", workdir / "training_curves.png")
 
-    baseline = postprocess.label_prior_baseline(dataset.train_labels[train_idx], val_source.labels, seed=config.seed)
+    baseline = metrics.label_prior_baseline(dataset.train_labels[train_idx], val_source.labels, seed=config.seed)
     if record:
         print(f"validation macro-F1 at threshold {config.eval.threshold}: {record['val_macro_f1']:.4f}  "
               f"(label-prior baseline {baseline:.4f})")

@@ -11,15 +11,20 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from hpa_jax import checkpoint, distributed, optim, outputs, postprocess, report, sharding
+from hpa_jax.evaluation import metrics
+
+from hpa_jax.evaluation.thresholds import apply_thresholds, cross_fitted_predictions, search_thresholds
+from hpa_jax.reporting import outputs, report
+from hpa_jax.runtime import checkpoint, distributed, sharding
+from hpa_jax.training import optim
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import fold_seed, load_dataset
 from hpa_jax.data.folds import stratified_folds
 from hpa_jax.errors import ConfigError, DataError, file_errors
 from hpa_jax.models import TRACE_SIZE, create_model_from_config, encoder_module_sort_key
-from hpa_jax.sharding import MESH_AXIS
-from hpa_jax.state import create_train_state
+from hpa_jax.runtime.sharding import MESH_AXIS
+from hpa_jax.training.state import create_train_state
 
 
 def d4_transform(images: jnp.ndarray, k: int) -> jnp.ndarray:
@@ -72,8 +77,8 @@ def score(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
     p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
     bce = -(labels * np.log(p) + (1 - labels) * np.log1p(-p))
     preds = probs > threshold
-    return {"val_loss": float(bce.mean()), "val_macro_f1": float(postprocess.macro_f1(labels, preds)),
-            "val_per_class_f1": [round(float(f), 5) for f in postprocess.per_class_f1(labels, preds)]}
+    return {"val_loss": float(bce.mean()), "val_macro_f1": float(metrics.macro_f1(labels, preds)),
+            "val_per_class_f1": [round(float(f), 5) for f in metrics.per_class_f1(labels, preds)]}
 
 
 def training_config(config, workdir) -> ml_collections.ConfigDict:
@@ -132,7 +137,7 @@ def evaluate(config, workdir) -> dict:
     probs = predict_probs(make_predict_step(model, config, mesh), variables, mesh, config, source, desc="evaluate")
     result = {"checkpoint_step": step, "num_images": len(source), "threshold": config.eval.threshold,
               **score(source.labels, probs, config.eval.threshold),
-              "label_prior_macro_f1": postprocess.label_prior_baseline(dataset.train_labels[train_idx],
+              "label_prior_macro_f1": metrics.label_prior_baseline(dataset.train_labels[train_idx],
                                                                        source.labels, seed=config.seed)}
     result["val_per_class_f1"] = dict(zip(CLASS_NAMES, result["val_per_class_f1"]))
     thresholds, fitted = fitted_scores(source.labels, probs, config.eval.threshold_method, fold_seed(config))
@@ -163,11 +168,11 @@ def fitted_scores(labels: np.ndarray, probs: np.ndarray, method: str, seed: int)
     """(per-class thresholds fitted on the whole fold, its macro-F1 with them in-sample
     ("val_macro_f1_fitted": what `checkpoint.best_metric=val_macro_f1_fitted` ranks by) and
     cross-fitted over the fold's two halves ("val_macro_f1_cross_fitted": honest))."""
-    thresholds, in_sample = postprocess.search_thresholds(probs, labels, method=method)
+    thresholds, in_sample = search_thresholds(probs, labels, method=method)
     cross = float("nan")     # a fold of one image has no halves
     if len(labels) >= 2:
-        crossed = postprocess.cross_fitted_predictions(probs, labels, validation_halves(labels, seed), method=method)
-        cross = float(postprocess.macro_f1(labels, crossed))
+        crossed = cross_fitted_predictions(probs, labels, validation_halves(labels, seed), method=method)
+        cross = float(metrics.macro_f1(labels, crossed))
     return thresholds, {"val_macro_f1_fitted": float(in_sample), "val_macro_f1_cross_fitted": cross}
 
 
@@ -200,7 +205,7 @@ def predict(config, workdir) -> pathlib.Path:
     source = dataset.test_source(config.data)
     probs = predict_probs(make_predict_step(model, config, mesh), variables, mesh, config, source, desc="predict")
     outputs.save_probs(workdir / "test_probs.npz", dataset.test_ids, probs)
-    preds = postprocess.apply_thresholds(probs, config.eval.threshold, config.eval.force_one)
-    path = postprocess.write_submission(workdir / "submission.csv", dataset.test_ids, preds)
+    preds = apply_thresholds(probs, config.eval.threshold, config.eval.force_one)
+    path = outputs.write_submission(workdir / "submission.csv", dataset.test_ids, preds)
     print(f"predict (step {step}): {len(source)} test images -> {path}")
     return path

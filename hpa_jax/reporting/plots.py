@@ -5,7 +5,7 @@ import pathlib
 
 import matplotlib
 
-from hpa_jax.distributed import is_primary
+from hpa_jax.runtime.distributed import is_primary
 
 matplotlib.use("Agg")  # files only; no display on a training box
 import matplotlib.pyplot as plt  # noqa: E402

@@ -6,8 +6,11 @@ import pathlib
 import matplotlib
 import numpy as np
 
-from hpa_jax import outputs, postprocess
-from hpa_jax.distributed import is_primary
+from hpa_jax.evaluation import metrics
+
+from hpa_jax.evaluation.thresholds import apply_thresholds
+from hpa_jax.reporting import outputs
+from hpa_jax.runtime.distributed import is_primary
 from hpa_jax.classes import CLASS_NAMES
 
 matplotlib.use("Agg")
@@ -52,8 +55,8 @@ def write_report(out_dir, *, title: str, labels, probs, thresholds, fit_note: st
     if not is_primary():
         return out_dir / "report.md"
     labels = np.asarray(labels)
-    default = postprocess.per_class_scores(labels, probs > 0.5)
-    fitted = postprocess.per_class_scores(labels, postprocess.apply_thresholds(probs, thresholds))
+    default = metrics.per_class_scores(labels, probs > 0.5)
+    fitted = metrics.per_class_scores(labels, apply_thresholds(probs, thresholds))
     _per_class_f1_figure(np.asarray(default["f1"]), np.asarray(fitted["f1"]), out_dir / "per_class_f1.png")
     _thresholds_figure(np.asarray(thresholds), out_dir / "thresholds.png")
 

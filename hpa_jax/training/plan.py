@@ -34,7 +34,10 @@ import time
 import jax
 import numpy as np
 
-from hpa_jax import distributed, inference, optim, outputs, sharding, train
+from hpa_jax.evaluation import inference
+from hpa_jax.reporting import outputs
+from hpa_jax.runtime import distributed, sharding
+from hpa_jax.training import optim, loop as train
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.errors import UserError, warn

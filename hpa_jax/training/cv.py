@@ -9,7 +9,12 @@ import pathlib
 
 import numpy as np
 
-from hpa_jax import distributed, inference, outputs, postprocess, report, train
+from hpa_jax.evaluation import inference, metrics
+
+from hpa_jax.evaluation.thresholds import apply_thresholds, cross_fitted_predictions, search_thresholds
+from hpa_jax.reporting import outputs, report
+from hpa_jax.runtime import distributed
+from hpa_jax.training import loop as train
 from hpa_jax.data.datasets import load_dataset
 
 
@@ -32,13 +37,13 @@ def cross_fitted_scores(probs, labels, folds, method: str) -> list[dict]:
     """Per fold: macro-F1 at 0.5, with thresholds fitted on the fold itself (in-sample), and with
     thresholds fitted on all other folds (cross-fitted)."""
     rows = []
-    crossed = postprocess.cross_fitted_predictions(probs, labels, folds, method=method)
+    crossed = cross_fitted_predictions(probs, labels, folds, method=method)
     for fold in np.unique(folds):
         inside = folds == fold
-        _, in_sample = postprocess.search_thresholds(probs[inside], labels[inside], method=method)
-        cross = postprocess.macro_f1(labels[inside], crossed[inside])
+        _, in_sample = search_thresholds(probs[inside], labels[inside], method=method)
+        cross = metrics.macro_f1(labels[inside], crossed[inside])
         rows.append({"fold": int(fold), "images": int(inside.sum()),
-                     "f1_at_0.5": float(postprocess.macro_f1(labels[inside], probs[inside] > 0.5)),
+                     "f1_at_0.5": float(metrics.macro_f1(labels[inside], probs[inside] > 0.5)),
                      "in_sample": float(in_sample), "cross_fitted": float(cross)})
     return rows
 
@@ -69,7 +74,7 @@ def cross_validate(config, workdir) -> dict:
 
     labels = dataset.train_labels
     outputs.save_probs(workdir / "oof_probs.npz", dataset.train_ids, oof)
-    thresholds, oof_fitted = postprocess.search_thresholds(oof, labels, method=method)
+    thresholds, oof_fitted = search_thresholds(oof, labels, method=method)
     fold_rows = cross_fitted_scores(oof, labels, dataset.folds, method)
     fit = {"method": method, "oof_macro_f1": oof_fitted, "num_oof": len(oof),
            "thresholds": [float(str(t)) for t in thresholds]}
@@ -79,15 +84,15 @@ def cross_validate(config, workdir) -> dict:
         workdir, title=f"Cross-validation, {num_folds} folds", labels=labels, probs=oof, thresholds=thresholds,
         fit_note=f"Out-of-fold predictions of every training image; thresholds ({method}) fitted on all of them.",
         summary_rows=[("fitted, cross-fitted per fold (mean)", f"{cross:.4f}"),
-                      ("label-prior baseline", f"{postprocess.label_prior_baseline(labels, labels, config.seed):.4f}")],
+                      ("label-prior baseline", f"{metrics.label_prior_baseline(labels, labels, config.seed):.4f}")],
         fold_rows=fold_rows, training_curves="fold0/training_curves.png")
-    result = {"oof_macro_f1_at_0.5": float(postprocess.macro_f1(labels, oof > 0.5)),
+    result = {"oof_macro_f1_at_0.5": float(metrics.macro_f1(labels, oof > 0.5)),
               "oof_macro_f1_fitted_in_sample": oof_fitted, "macro_f1_fitted_cross_fitted": cross, "folds": fold_rows}
     if test_probs:
         mean_test = np.mean(test_probs, axis=0)
         outputs.save_probs(workdir / "test_probs.npz", dataset.test_ids, mean_test)
-        postprocess.write_submission(workdir / "submission.csv", dataset.test_ids,
-                                     postprocess.apply_thresholds(mean_test, thresholds, config.eval.force_one))
+        outputs.write_submission(workdir / "submission.csv", dataset.test_ids,
+                                     apply_thresholds(mean_test, thresholds, config.eval.force_one))
     print(f"cv: out-of-fold macro-F1 {result['oof_macro_f1_at_0.5']:.4f} at 0.5, {oof_fitted:.4f} with thresholds "
           f"fitted in-sample, {cross:.4f} cross-fitted -> {workdir / 'report.md'}")
     return result

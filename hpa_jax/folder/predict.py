@@ -19,11 +19,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from hpa_jax import cams as cams_lib
-from hpa_jax import embeddings as embeddings_lib
-from hpa_jax import explain, folder, inference, outputs, postprocess, sharding
+from hpa_jax.explain import maps as cams_lib
+from hpa_jax.explain import embeddings as embeddings_lib
+from hpa_jax.evaluation import inference
+from hpa_jax.evaluation.thresholds import apply_thresholds
+from hpa_jax.explain import gradcam as explain
+from hpa_jax.folder import images as folder
+from hpa_jax.reporting import outputs
+from hpa_jax.runtime import sharding
 from hpa_jax.classes import CLASS_NAMES
-from hpa_jax.ensemble import read_thresholds
+from hpa_jax.evaluation.ensemble import read_thresholds
 from hpa_jax.errors import ConfigError, DataError, file_errors
 
 KAGGLE_SIZE = 512   # the Kaggle release's PNGs: a run that read its PNGs at their own size saw these
@@ -199,7 +204,7 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
             if "problem" in result:
                 skipped[result["id"]] = result["problem"]
                 continue
-            predicted = postprocess.apply_thresholds(result["probs"][None], thresholds, config.eval.force_one)[0]
+            predicted = apply_thresholds(result["probs"][None], thresholds, config.eval.force_one)[0]
             if cams:
                 maps = {c: result["cam"][c] for c in shown_classes(result["probs"], predicted)}
                 cams_lib.write_cams(staging, result["id"], result["image"], maps, result["probs"], predicted)

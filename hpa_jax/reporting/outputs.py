@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 
-from hpa_jax.distributed import is_primary
+from hpa_jax.runtime.distributed import is_primary
 
 
 def write_text(path, text: str) -> pathlib.Path:
@@ -33,3 +33,13 @@ def save_probs(path, ids, probs) -> pathlib.Path:
     np.savez(tmp, ids=np.asarray(ids, str), probs=np.asarray(probs, np.float32))
     tmp.replace(path)
     return path
+
+
+def format_predicted(pred_row: np.ndarray) -> str:
+    return " ".join(str(c) for c in np.flatnonzero(pred_row))
+
+
+def write_submission(path, ids, preds) -> pathlib.Path:
+    """Kaggle submission `Id,Predicted` (space-separated class indices), written whole."""
+    rows = "".join(f"{image_id},{format_predicted(row)}\n" for image_id, row in zip(ids, np.asarray(preds)))
+    return outputs.write_text(path, "Id,Predicted\n" + rows)

@@ -15,12 +15,13 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from hpa_jax import distributed, optim, sharding
+from hpa_jax.runtime import distributed, sharding
+from hpa_jax.training import optim
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.models import create_model_from_config, encoder_module_sort_key
-from hpa_jax.state import create_train_state
-from hpa_jax.train import class_weights_for, make_train_step
+from hpa_jax.training.state import create_train_state
+from hpa_jax.training.loop import class_weights_for, make_train_step
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

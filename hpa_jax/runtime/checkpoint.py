@@ -29,7 +29,7 @@ import sys
 import jax
 import orbax.checkpoint as ocp
 
-from hpa_jax import distributed
+from hpa_jax.runtime import distributed
 from hpa_jax.errors import CheckpointError, ConfigError, first_line, is_bug, warn
 
 # What "best" means (`checkpoint.best_metric`), each metric with its direction: +1 higher is

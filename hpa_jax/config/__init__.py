@@ -1,0 +1,1 @@
+"""Experiment configs: the configs shipped with the package, found by name (`shipped`)."""

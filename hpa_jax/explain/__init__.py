@@ -1,0 +1,2 @@
+"""What the model saw: Grad-CAM and pooled features (`gradcam`, jitted), heat maps drawn over
+the image (`maps`), and embeddings with their PCA map (`embeddings`)."""
