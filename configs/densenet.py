@@ -6,7 +6,9 @@ The paper gives no head or batch size for DenseNet; resnet50.py's head (ACP -> F
 winner's DenseNet head (BatchNorm before each FC) is `--config.model.head.batch_norm=True`.
 """
 
-from hpa_jax.configs import resnet50
+from hpa_jax.config.shipped import load
+
+resnet50 = load("resnet50")
 
 
 def get_config(setup=None):

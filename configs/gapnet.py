@@ -10,7 +10,7 @@ with D4 flips (no cropping). The paper gives no epoch count; 12 as the ResNets.
 
 import ml_collections
 
-from hpa_jax.configs import default
+from hpa_jax.config import defaults as default
 
 
 def get_config(setup=None):

@@ -5,7 +5,9 @@ become 3072 after ACP, then one buffering layer of 1024 units with 50% dropout.
 no LRs for InceptionV4; resnet50.py's [1e-2, 2e-2] cycles are kept.
 """
 
-from hpa_jax.configs import resnet50
+from hpa_jax.config.shipped import load
+
+resnet50 = load("resnet50")
 
 
 def get_config(setup=None):

@@ -6,7 +6,7 @@ network starts from random weights (the paper fine-tunes ImageNet weights) and h
 ~800 steps to learn.
 """
 
-from hpa_jax.configs import default
+from hpa_jax.config import defaults as default
 
 
 def get_config():

@@ -3,7 +3,9 @@ followed by two separate buffering layers with 4096 units, a 0.25 dropout ratio 
 a 0.5 dropout ratio". Everything else (LRs, cycles, crops, batch, E-loss) is resnet50.py's.
 """
 
-from hpa_jax.configs import resnet50
+from hpa_jax.config.shipped import load
+
+resnet50 = load("resnet50")
 
 
 def get_config(setup=None):

@@ -5,7 +5,7 @@ The two LRs are two layer groups: base lr 2e-2 for the head, half of it for the 
 Three cosine cycles of 4 epochs restart at the base LR (12 epochs).
 """
 
-from hpa_jax.configs import default
+from hpa_jax.config import defaults as default
 
 
 def get_config(setup=None):

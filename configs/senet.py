@@ -8,7 +8,9 @@ and its crops, cycles and E-loss are kept. "Until divergence" is 4 cycles of 4 e
 best checkpoint by validation macro-F1 is what evaluation and prediction use.
 """
 
-from hpa_jax.configs import resnet50
+from hpa_jax.config.shipped import load
+
+resnet50 = load("resnet50")
 
 
 def get_config(setup=None):

@@ -1,16 +1,16 @@
 """Command line: `python -m hpa_jax.main --config=configs/quickstart.py --workdir=runs/x --mode=train`.
 
-Parses flags and dispatches; every `--config.a.b=v` overrides one config field.
+Parses flags, checks the config once (`hpa_jax.config.validate`) and dispatches; every
+`--config.a.b=v` overrides one config field.
 """
 
-import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from hpa_jax import console
-from hpa_jax.config import shipped as config_files
+from hpa_jax.config import command_line, shipped as config_files
 from hpa_jax.errors import one_line_errors
 
 MODES = ("train", "evaluate", "predict", "lr_find", "cv", "plan")
@@ -40,36 +40,36 @@ def main(argv):
         raise app.UsageError(f"unknown --mode {','.join(unknown)}; expected {', '.join(MODES)}")
     import jax  # after flag parsing: importing jax is slow
 
-    from hpa_jax.evaluation import inference
-    from hpa_jax.runtime import distributed
-    from hpa_jax.training import cv, lr_finder, plan, loop as train
+    from hpa_jax.config.upgrade import training_config
+    from hpa_jax.config.validate import validate
     from hpa_jax.data.datasets import default_cache_dir
+    from hpa_jax.evaluation import modes
+    from hpa_jax.runtime import distributed, startup
+    from hpa_jax.training import cv, lr_finder, loop, plan
 
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # at absl's INFO, orbax logs every file it touches
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        # Compiled programs are reused across runs, folds and modes (minutes for a full-size model on a GPU).
-        jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
-    if "JAX_THREEFRY_PARTITIONABLE" not in os.environ:
-        # Parameters are initialised replicated, never sharded, so the partitionable threefry buys
-        # nothing here, and XLA compiles a model's initialisers about 4x faster without it.
-        jax.config.update("jax_threefry_partitionable", False)
+    startup.start_up(default_cache_dir() / "xla")
 
     with one_line_errors("hpa_jax"):
         distributed.initialize(FLAGS.distributed, coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
                                initialization_timeout=FLAGS.initialization_timeout,
                                heartbeat_timeout=FLAGS.heartbeat_timeout)
-    run = {"train": train.train_and_evaluate, "evaluate": inference.evaluate, "predict": inference.predict,
+    run = {"train": loop.train_and_evaluate, "evaluate": modes.evaluate, "predict": modes.predict,
            "lr_find": lr_finder.lr_find, "cv": cv.cross_validate, "plan": plan.plan}
     with distributed.exit_promptly(), one_line_errors(f"hpa_jax{distributed.label()}"), distributed.lost_peers(), \
             distributed.quiet_unless_primary():
+        command_line.check_workdir(FLAGS.workdir)
+        validate(FLAGS.config, jax.device_count())   # the one check of the config, before any work
         results = {}
         for mode in FLAGS.mode:
-            results[mode] = run[mode](FLAGS.config, FLAGS.workdir)
+            config = FLAGS.config
+            if mode in ("evaluate", "predict"):   # the model, optimiser and input settings the checkpoint has
+                config = training_config(config, FLAGS.workdir)
+                validate(config, jax.device_count())
+            results[mode] = run[mode](config, FLAGS.workdir)
             distributed.barrier(f"after {mode}")
         if "evaluate" in results and FLAGS.mode[-1] != "evaluate":
-            for line in inference.headline(results["evaluate"]):   # the score, last, where a person looks
+            for line in modes.headline(results["evaluate"]):   # the score, last, where a person looks
                 print(line)
 
 
@@ -77,7 +77,7 @@ def cli():
     """The `hpa-jax` console script, as `python -m hpa_jax.main`; `--config=configs/NAME.py` also
     works outside the checkout (the configs shipped with the package, `config_files`)."""
     sys.argv = config_files.resolve_argv(sys.argv)
-    console.run(main, __name__)
+    console.run(main, __name__, flags_parser=command_line.parse_flags)
 
 
 if __name__ == "__main__":

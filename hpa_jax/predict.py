@@ -38,22 +38,17 @@ def define_flags() -> None:
 
 
 def main(argv):
-    import os  # noqa: PLC0415
+    from absl import app, flags  # noqa: PLC0415
 
-    import jax  # noqa: PLC0415 - after flag parsing: importing jax is slow
-    from absl import app, flags, logging  # noqa: PLC0415
-
-    from hpa_jax.data.datasets import default_cache_dir  # noqa: PLC0415
+    from hpa_jax.data.datasets import default_cache_dir  # noqa: PLC0415 - after flag parsing: importing jax is slow
     from hpa_jax.errors import one_line_errors  # noqa: PLC0415
     from hpa_jax.folder.predict import predict_folder  # noqa: PLC0415
+    from hpa_jax.runtime import startup  # noqa: PLC0415
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     f = flags.FLAGS
-    if not f["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)   # at absl's INFO, orbax logs every file it touches
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
+    startup.start_up(default_cache_dir() / "xla")
     with one_line_errors(PROG):
         predict_folder(f.workdir, f.images, f.out, fit=f.fit, size=f.size, tta=f.tta, cams=f.cams,
                        cam_shifts=f.cam_shifts, embeddings=f.embeddings, skip_bad=f.skip_bad, checkpoint=f.checkpoint,

@@ -42,14 +42,17 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
 
+import ml_collections
 import numpy as np
 
-from bench_util import REPO, machine
+from hpa_jax.reporting.performance import machine, read_or_empty
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
 RESULTS = REPO / "docs" / "ablation_runs"
 KEPT = ("config.json", "metrics.jsonl")
@@ -142,7 +145,8 @@ def full_training() -> str:
 def run_config(training: str, seed: int, scale: dict | None = None):
     """The quickstart's config at the benchmark's scale with the training's techniques on; a
     training "probe-NAME" is the full recipe with PROBES[NAME] on top."""
-    from hpa_jax.configs import quickstart
+    from hpa_jax.config.shipped import load
+    quickstart = load("quickstart")
 
     config = quickstart.get_config()
     probe = PROBES[training[len("probe-"):]] if training.startswith("probe-") else {}
@@ -169,6 +173,7 @@ def run_one(config, run_dir: pathlib.Path, kept: pathlib.Path) -> dict:
     """Trains (or resumes) one run in `run_dir`, then keeps in `kept` its last checkpoint's
     validation probabilities without and with D4 TTA, its config and epoch records, and
     `done.json` last."""
+    from hpa_jax.config.upgrade import training_config
     from hpa_jax.evaluation import inference
     from hpa_jax.reporting import outputs
     from hpa_jax.training import loop as train
@@ -176,7 +181,7 @@ def run_one(config, run_dir: pathlib.Path, kept: pathlib.Path) -> dict:
 
     start = time.time()
     train.train_and_evaluate(config, run_dir)
-    config = inference.training_config(config, run_dir)
+    config = training_config(config, run_dir)
     model, mesh, variables, step = inference.restore_variables(config, run_dir, "latest")
     dataset = load_dataset(config)
     train_idx, val_idx = dataset.split(config.data.fold)
@@ -308,6 +313,461 @@ def run_curve(name: str, seed: int, factor: float, run_dir: pathlib.Path, kept: 
     return time.time() - start
 
 
+# ---- report: docs/ablation.md and its figures from the finished runs' files kept in RESULTS ------
+# (`val_probs.npz`, `config.json`, `metrics.jsonl`, `done.json`); nothing is trained or predicted
+# here. The hand-written analysis between `<!-- notes -->` and `<!-- /notes -->` in docs/ablation.md
+# is kept as it is when the tables are regenerated.
+
+DOC = REPO / "docs" / "ablation.md"
+FIGURE = REPO / "docs" / "ablation.png"
+CURVES = REPO / "docs" / "ablation_curves.png"
+CLASSES = REPO / "docs" / "ablation_classes.png"
+SELECTION = ("val_macro_f1", "val_macro_f1_fitted", "val_loss", "last")
+
+
+def common_classes() -> np.ndarray:
+    """Kaggle's 14 most frequent classes (bool mask): "common"; the other 14 are "rare"."""
+    from hpa_jax.classes import KAGGLE_TRAIN_COUNTS
+
+    counts = np.asarray(KAGGLE_TRAIN_COUNTS)
+    mask = np.zeros(len(counts), bool)
+    mask[np.argsort(-counts, kind="stable")[:len(counts) // 2]] = True
+    return mask
+
+
+def finished_runs(results: pathlib.Path) -> dict:
+    """(training, seed) -> the run's folder, for every run with `done.json`."""
+    found = {}
+    for done in sorted(results.glob("*/seed*/done.json")):
+        run_dir = done.parent
+        found[(run_dir.parent.name, int(run_dir.name[len("seed"):]))] = run_dir
+    return found
+
+
+def score_run(run_dir: pathlib.Path, tta: bool, thresholds: bool, seed: int) -> dict:
+    """A row's figures for one run: macro-F1 at 0.5 and cross-fitted over the fold's stratified
+    halves, the headline (cross-fitted if the row fits thresholds, else at 0.5), and the
+    headline's per-class F1 averaged over common and rare classes."""
+    from hpa_jax.evaluation import metrics, validation
+    from hpa_jax.evaluation.thresholds import cross_fitted_predictions, search_thresholds
+    from hpa_jax.data.datasets import fold_seed
+
+    saved = np.load(run_dir / "val_probs.npz")
+    labels, probs = saved["labels"].astype(bool), saved["d4" if tta else "plain"].astype(np.float32)
+    config = ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
+    halves = validation.validation_halves(labels, fold_seed(config))
+    at_half = probs > 0.5
+    crossed = cross_fitted_predictions(probs, labels, halves)
+    headline = crossed if thresholds else at_half
+    per_class = np.asarray(metrics.per_class_f1(labels, headline))
+    common = common_classes()
+    _, best_single = search_thresholds(probs, labels, method="single")
+    return {"headline": float(per_class.mean()), "at_0.5": float(metrics.macro_f1(labels, at_half)),
+            "cross_fitted": float(metrics.macro_f1(labels, crossed)),
+            "common": float(per_class[common].mean()), "rare": float(per_class[~common].mean()),
+            "mean_prob_over_label_rate": float(probs.mean() / max(labels.mean(), 1e-12)),
+            "best_single_threshold_f1": float(best_single), "seed": seed, "per_class": per_class.tolist()}
+
+
+def mean_sd(values) -> str:
+    values = np.asarray(values, float)
+    if not len(values):
+        return "-"
+    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
+    return f"{values.mean():.4f} ± {sd:.4f}" if len(values) > 1 else f"{values.mean():.4f}"
+
+
+def paired_difference(scores: dict, row: str, reference: str, key: str = "headline") -> list[float]:
+    """Per seed (the seeds both rows have): row's `key` figure minus the reference's."""
+    seeds = sorted(set(scores[row]) & set(scores[reference]))
+    return [scores[row][s][key] - scores[reference][s][key] for s in seeds]
+
+
+def signed(values) -> str:
+    values = np.asarray(values, float)
+    if not len(values):
+        return "-"
+    sd = f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else ""
+    return f"{values.mean():+.4f}{sd}"
+
+
+def training_rows(rows) -> dict:
+    """training -> the first row that scores it, which names it in the tables."""
+    names = {}
+    for row in rows:
+        names.setdefault(row.training, row.name)
+    return names
+
+
+def selection_table(runs: dict, trainings: dict) -> list[str]:
+    """For each training, which validation figure picks the best epoch, and the cross-fitted
+    macro-F1 (no TTA) of the epoch each picks, mean over seeds."""
+    lines = ["| training (row) | " + " | ".join("last epoch" if c == "last" else f"best by {c}" for c in SELECTION) + " |",
+             "|---|" + "---|" * len(SELECTION)]
+    for training in trainings:
+        picked = {c: [] for c in SELECTION}
+        for (name, _), run_dir in runs.items():
+            if name != training:
+                continue
+            records = epoch_records(run_dir)
+            if not records or "val_macro_f1_cross_fitted" not in records[0]:
+                continue
+            for criterion in SELECTION:
+                if criterion == "last":
+                    chosen = records[-1]
+                elif criterion == "val_loss":
+                    chosen = min(records, key=lambda r: (r["val_loss"], -r["epoch"]))
+                else:
+                    chosen = max(records, key=lambda r: (r[criterion], r["epoch"]))
+                picked[criterion].append(chosen["val_macro_f1_cross_fitted"])
+        if any(picked.values()):
+            lines.append(f"| {trainings[training]} | " + " | ".join(mean_sd(picked[c]) for c in SELECTION) + " |")
+    return lines
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")   # files only
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save(plt, fig, path: pathlib.Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def draw(rows, scores: dict, path: pathlib.Path) -> None:
+    plt = pyplot()
+
+    cumulative = [r for r in rows if "-" not in r.name and scores.get(r.name)]
+    removed = [r for r in rows if "-" in r.name and scores.get(r.name)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for key, color, shift, label in (("at_0.5", "tab:blue", -0.1, "at 0.5"),
+                                     ("cross_fitted", "tab:purple", 0.1, "cross-fitted thresholds")):
+        for i, row in enumerate(cumulative):
+            values = [v[key] for v in scores[row.name].values()]
+            left.scatter([i + shift] * len(values), values, color="tab:gray", s=10, zorder=2)
+            left.errorbar(i + shift, np.mean(values), yerr=np.std(values, ddof=1) if len(values) > 1 else 0, fmt="o",
+                          color=color, capsize=4, zorder=3, label=label if i == 0 else None)
+    left.set_xticks(range(len(cumulative)), [r.name for r in cumulative])
+    left.set(title="Cumulative rows: mean ± sd over seeds (dots)", ylabel="validation macro-F1")
+    left.legend(fontsize=8)
+    left.grid(alpha=0.3)
+    full = next((r for r in rows if r.name == "g"), None)
+    for i, row in enumerate(removed):
+        diffs = paired_difference(scores, row.name, full.name) if full and scores.get(full.name) else []
+        if diffs:
+            right.barh(i, np.mean(diffs), xerr=np.std(diffs, ddof=1) if len(diffs) > 1 else 0, capsize=4,
+                       color="tab:red" if np.mean(diffs) < 0 else "tab:green")
+    right.axvline(0, color="black", lw=0.8)
+    right.set_yticks(range(len(removed)), [r.label.replace("g without ", "without ") for r in removed])
+    right.set(title="Full recipe (g) without one technique", xlabel="change in macro-F1 (below 0: the technique helps)")
+    right.grid(alpha=0.3)
+    save(plt, fig, path)
+
+
+def draw_classes(rows, scores: dict, path: pathlib.Path) -> bool:
+    """Per-class F1 (headline predictions, mean over seeds) of the cumulative rows against each
+    class's frequency: which classes a technique helps or hurts."""
+    plt = pyplot()
+
+    from hpa_jax.classes import KAGGLE_TRAIN_COUNTS
+
+    shown = [r for r in rows if "-" not in r.name and scores.get(r.name)]
+    if not shown:
+        return False
+    counts = np.asarray(KAGGLE_TRAIN_COUNTS, float)
+    order = np.argsort(-counts)
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    for row in shown:
+        per_class = np.mean([v["per_class"] for v in scores[row.name].values()], axis=0)
+        ax.plot(range(len(order)), per_class[order], "o-", ms=3, label=f"{row.name}: {row.label}")
+    ax.set_xticks(range(len(order)), [f"{c} ({int(counts[c])})" for c in order], rotation=90, fontsize=7)
+    ax.set(xlabel="class (Kaggle training count), most frequent first", ylabel="F1 (mean over seeds)",
+           title="Per-class F1 of the cumulative rows")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save(plt, fig, path)
+    return True
+
+
+def curve_runs(results: pathlib.Path) -> list[tuple[str, str, float, int, list]]:
+    """The kept `curve` runs: (row, "<row> x<factor>", factor, seed, epoch records), by name and seed."""
+    found = []
+    for seed_dir in sorted((results / "curve").glob("*_x*/seed*")):
+        if records := epoch_records(seed_dir):
+            row, factor = seed_dir.parent.name.rsplit("_x", 1)
+            found.append((row, f"{row} x{factor}", float(factor), int(seed_dir.name[len("seed"):]), records))
+    return found
+
+
+def draw_curves(curves: list, runs: dict, curve_rows: dict, path: pathlib.Path) -> bool:
+    """Validation macro-F1 per epoch: the longer `curve` runs (`curve_runs`; solid) and the
+    benchmark's own runs (dashed) of the rows in `curve_rows` (row -> training), one colour per row."""
+    plt = pyplot()
+
+    colours = dict(zip(curve_rows, ("tab:orange", "tab:blue", "tab:green", "tab:red")))
+    series = [(f"row {row}: {records[-1]['epoch']} epochs, seed {seed}", row, records, True)
+              for row, _, _, seed, records in curves if row in curve_rows]
+    # the benchmark's own runs, dashed: a longer run of the same seed follows the same epochs
+    # exactly up to the benchmark's last one (same schedule, deterministic)
+    for row, training in curve_rows.items():
+        series += [(f"row {row}: benchmark, seed {seed}", row, epoch_records(run_dir), False)
+                   for (name, seed), run_dir in sorted(runs.items()) if name == training]
+    series = [s for s in series if s[2]]
+    if not series:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    for label, row, records, solid in series:
+        epochs = [r["epoch"] for r in records]
+        style = dict(color=colours[row], linestyle="-" if solid else "--", linewidth=1.6 if solid else 0.8,
+                     alpha=1.0 if solid else 0.7)
+        if all("val_macro_f1_cross_fitted" in r for r in records):
+            left.plot(epochs, [r["val_macro_f1_cross_fitted"] for r in records], label=label, **style)
+        right.plot(epochs, [r["val_macro_f1"] for r in records], **style)
+    left.set(title="With per-class thresholds, cross-fitted (honest)", xlabel="epoch", ylabel="validation macro-F1")
+    right.set(title="At 0.5", xlabel="epoch")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    save(plt, fig, path)
+    return True
+
+
+def curve_table(curves: list, cycle: int) -> list[str]:
+    """Per `curve` run (`curve_runs`): the cross-fitted figure every `cycle` epochs (the full
+    recipe's warm-restart cycle ends)."""
+    found = [(f"{name}, seed {seed}", [r for r in records if r["epoch"] % cycle == 0])
+             for _, name, _, seed, records in curves]
+    if not found:
+        return []
+    width = max(len(ends) for _, ends in found)
+    lines = ["| row, training length, seed | " + " | ".join(f"epoch {(i + 1) * cycle}" for i in range(width)) + " |",
+             "|---|" + "---|" * width]
+    for name, ends in found:
+        cells = [f"{r['val_macro_f1_cross_fitted']:.3f}" for r in ends]
+        lines.append(f"| {name} | " + " | ".join(cells + [""] * (width - len(cells))) + " |")
+    return lines
+
+
+def curve_differences(curves: list, benchmark_epochs: int, cycle: int) -> list[str]:
+    """Each `curve` run (`curve_runs`) of the full recipe without a technique ("g-<technique>") against g's run
+    of the same length and seed, cross-fitted: the difference at the benchmark's last epoch, at
+    the longer run's last, and averaged over the cycle ends after the benchmark's last epoch (one
+    epoch's figure moves by a few points from cycle to cycle); per seed and mean ± sd. Does a
+    technique's cost shrink with training?"""
+    runs = {(row, factor, seed): records for row, _, factor, seed, records in curves}
+    lines = []
+    for row, factor in sorted({(r, f) for r, f, _ in runs if r.startswith("g-")}):
+        seeds = sorted(s for r, f, s in runs if (r, f) == (row, factor) and ("g", factor, s) in runs)
+        at = {}
+        for seed in seeds:
+            mine = {r["epoch"]: r["val_macro_f1_cross_fitted"] for r in runs[row, factor, seed]}
+            full = {r["epoch"]: r["val_macro_f1_cross_fitted"] for r in runs["g", factor, seed]}
+            last = max(mine)
+            later = [e for e in mine if benchmark_epochs < e <= last and e % cycle == 0 and e in full]
+            at[seed] = (mine[benchmark_epochs] - full[benchmark_epochs], mine[last] - full[last],
+                        float(np.mean([mine[e] - full[e] for e in later])) if later else float("nan"), last)
+        if not at:
+            continue
+        lengths = "/".join(map(str, sorted({v[3] for v in at.values()})))
+        per_seed = "; ".join(f"seed {s}: {a:+.3f} / {b:+.3f} / {c:+.3f}" for s, (a, b, c, _) in at.items())
+        lines.append(f"| {row} x{factor:g} | {len(seeds)} | {signed([v[0] for v in at.values()])} | "
+                     f"{signed([v[1] for v in at.values()])} ({lengths}) | {signed([v[2] for v in at.values()])} | "
+                     f"{per_seed} |")
+    if not lines:
+        return []
+    return [f"| row minus g, both trained as long | seeds | at epoch {benchmark_epochs} | at the last epoch (which) | "
+            f"over the cycle ends after epoch {benchmark_epochs} | per seed, the same three |",
+            "|---|---|---|---|---|---|", *lines]
+
+
+# What the paper reports for each technique (Zhang et al. 2021, Results: Tables 1-3, in words).
+PAPER_SAYS = {
+    "acp_head": "Table 1: the modified architectures \"greatly improve\" F1",
+    "hard_sampler": "Table 1: \"a large increase in F1\" with hard example mining",
+    "e_loss_focal": "Table 2: \"+1-2%\" F1 with E-loss (with focal)",
+    "group_lrs": "Table 3: training- and testing-time strategies together \"approximately +1%\"",
+    "warm_restarts": "(Table 3, with the other strategies)",
+    "oversampling": "(Table 3, with the other strategies)",
+    "tta": "(Table 3, with the other strategies)",
+    "thresholds": "(Table 3, with the other strategies)",
+}
+
+
+def direction(values) -> str:
+    """+ or - where the mean differs from 0 by more than one sd over seeds, else ~."""
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return "?"
+    mean, sd = values.mean(), values.std(ddof=1)
+    return "~" if abs(mean) <= sd else ("+" if mean > 0 else "-")
+
+
+def paper_table(rows, scores: dict) -> list[str]:
+    """Per technique: the paper's claim, the cumulative step that adds it (with the techniques
+    added in the same step), and what it contributes to the full recipe (g minus g without it)."""
+    lines = ["| technique | the paper | cumulative step here | in the full recipe (g - g without it) | direction here |",
+             "|---|---|---|---|---|"]
+    names = [r.name for r in rows if "-" not in r.name]
+    for technique, claim in PAPER_SAYS.items():
+        step = next((names[i] for i, (_, _, added) in enumerate(CUMULATIVE) if technique in added), None)
+        previous = names[names.index(step) - 1] if step and names.index(step) > 0 else None
+        cumulative = paired_difference(scores, step, previous) if previous else []
+        crossed = paired_difference(scores, step, previous, "cross_fitted") if previous else []
+        removed = f"g-{technique}"
+        contribution = [-d for d in paired_difference(scores, removed, "g")] if scores.get(removed) else []
+        lines.append(f"| {NAMES[technique]} | {claim} | {step}: {signed(cumulative)} (cross-fitted {signed(crossed)}) | "
+                     f"{signed(contribution)} | "
+                     f"{direction(contribution)} |")
+    return lines
+
+
+def weights_table(runs: dict) -> list[str]:
+    """E-loss's class weights (normalised to sum to 28) at this benchmark's training counts and at
+    Kaggle's: one alpha re-weights a smaller or flatter label set less."""
+    from hpa_jax.classes import KAGGLE_TRAIN_COUNTS
+    from hpa_jax.training.losses import effective_number_weights
+
+    if not runs:
+        return []
+    counts = {"this benchmark's training fold": np.load(next(iter(runs.values())) / "val_probs.npz")["train_counts"],
+              "Kaggle's 31,072 images": np.asarray(KAGGLE_TRAIN_COUNTS)}
+    common = common_classes()
+    lines = ["| alpha | counts | largest / smallest weight | mean weight, common classes | mean weight, rare classes |",
+             "|---|---|---|---|---|"]
+    for alpha in (0.9, 0.99, 0.999):
+        for name, n in counts.items():
+            w = effective_number_weights(n, alpha)
+            lines.append(f"| {alpha} | {name} (class sizes {n.min()}-{n.max()}) | {w.max() / w.min():.1f} | "
+                         f"{w[common].mean():.2f} | {w[~common].mean():.2f} |")
+    return lines
+
+
+def kept_notes(text: str) -> str:
+    match = re.search(r"<!-- notes -->.*?<!-- /notes -->", text, flags=re.S)
+    return match.group(0) if match else "<!-- notes -->\n(analysis to be written once every row has run)\n<!-- /notes -->"
+
+
+def write(results: pathlib.Path, rows, measured_on: str) -> pathlib.Path:
+    """docs/ablation.md and its figures from the runs kept in `results`; `measured_on`: the machine's line."""
+    runs = finished_runs(results)
+    scores = {}
+    for row in rows:
+        scores[row.name] = {seed: score_run(run_dir, "tta" in row.techniques, "thresholds" in row.techniques, seed)
+                            for (training, seed), run_dir in runs.items() if training == row.training}
+    seconds = sum(json.loads((d / "done.json").read_text())["seconds"] for d in runs.values())
+    header = ["| row | what | seeds | macro-F1 (headline) | vs previous row | at 0.5 | cross-fitted thresholds | "
+              "vs previous row, cross-fitted | common classes | rare classes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    table, previous = list(header), None
+    for row in rows:
+        if "-" in row.name:
+            continue
+        s = scores[row.name]
+        diff = signed(paired_difference(scores, row.name, previous)) if previous else ""
+        cross = signed(paired_difference(scores, row.name, previous, "cross_fitted")) if previous else ""
+        table.append(f"| {row.name} | {row.label} | {len(s)} | {mean_sd([v['headline'] for v in s.values()])} | "
+                     f"{diff} | {mean_sd([v['at_0.5'] for v in s.values()])} | "
+                     f"{mean_sd([v['cross_fitted'] for v in s.values()])} | {cross} | "
+                     f"{mean_sd([v['common'] for v in s.values()])} | "
+                     f"{mean_sd([v['rare'] for v in s.values()])} |")
+        previous = row.name
+    removed = ["| row | what | seeds | macro-F1 (headline) | vs g | common classes | rare classes |",
+               "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if "-" not in row.name:
+            continue
+        s = scores[row.name]
+        removed.append(f"| {row.name} | {row.label} | {len(s)} | {mean_sd([v['headline'] for v in s.values()])} | "
+                       f"{signed(paired_difference(scores, row.name, 'g'))} | "
+                       f"{mean_sd([v['common'] for v in s.values()])} | {mean_sd([v['rare'] for v in s.values()])} |")
+    probes = ["| probe: the full recipe (g) with | seeds | macro-F1 (headline) | vs g | at 0.5 | common classes | "
+              "rare classes |", "|---|---|---|---|---|---|---|"]
+    for name, values in PROBES.items():
+        found = {seed: score_run(d, True, True, seed) for (t, seed), d in runs.items() if t == f"probe-{name}"}
+        if not found:
+            continue
+        scores[f"probe-{name}"] = found
+        setting = ", ".join(f"`{k}={v}`" for k, v in values.items())
+        probes.append(f"| {setting} | {len(found)} | {mean_sd([v['headline'] for v in found.values()])} | "
+                      f"{signed(paired_difference(scores, f'probe-{name}', 'g'))} | "
+                      f"{mean_sd([v['at_0.5'] for v in found.values()])} | "
+                      f"{mean_sd([v['common'] for v in found.values()])} | {mean_sd([v['rare'] for v in found.values()])} |")
+    trainings = training_rows(rows)
+    calibration = ["| training (row) | mean probability / label rate | best single threshold's macro-F1 | at 0.5 |",
+                   "|---|---|---|---|"]
+    for training, name in trainings.items():
+        s = [score_run(d, False, False, seed) for (t, seed), d in runs.items() if t == training]   # no TTA
+        if s:
+            calibration.append(f"| {name} | {mean_sd([v['mean_prob_over_label_rate'] for v in s])} | "
+                               f"{mean_sd([v['best_single_threshold_f1'] for v in s])} | "
+                               f"{mean_sd([v['at_0.5'] for v in s])} |")
+    if any(scores.values()):
+        draw(rows, scores, FIGURE)
+    curves = curve_runs(results)
+    drawn = draw_curves(curves, runs, {r.name: r.training for r in rows if r.name in ("g", "a")}, CURVES)
+    classes = draw_classes(rows, scores, CLASSES)
+    lines = [
+        "# The paper's ablation, rerun on the synthetic benchmark", "",
+        f"Generated by `scripts/ablation.py report` from {len(runs)} finished runs ({seconds / 3600:.1f} h of "
+        f"training and scoring summed over runs, which go one per core side by side; {measured_on}). What was run and how: the docstring of `scripts/ablation.py`.", "",
+        "Scale (the quickstart's ResNet18 recipe otherwise): " + ", ".join(f"`{k}={v}`" for k, v in
+                                                                        SCALE.items()) + ".", "",
+        "## Cumulative rows", "",
+        "Headline: macro-F1 at 0.5 for rows a-f, with per-class thresholds cross-fitted for g (fitted on one "
+        "stratified half of the validation fold, scored on the other, both ways). Mean ± sd over seeds; "
+        "\"vs previous row\" is the per-seed difference (same seed, same split), mean ± sd, of the headline and of "
+        "the cross-fitted figure (which a shift of the probabilities does not move). Common / rare: "
+        "the headline predictions' per-class F1 over Kaggle's 14 most and 14 least frequent classes.", "",
+        *table, "", "![ablation](ablation.png)", "",
+        *(["![per-class F1](ablation_classes.png)", ""] if classes else []),
+        "## The full recipe without one technique", "", *removed, "",
+        *(["## Other settings of the techniques", "",
+           "Variants of the full recipe, scored as row g (D4 TTA, cross-fitted thresholds).", "", *probes, ""]
+          if len(probes) > 2 else []),
+        "## E-loss's class weights at this scale", "",
+        "The weights E-loss gives each class, `(1 - alpha) / (1 - alpha^n)` normalised to sum to 28 "
+        "(`loss.normalize_weights`), at the class sizes n of one training fold here and of the Kaggle set.", "",
+        *weights_table(runs), "",
+        "## Calibration", "",
+        "The mean predicted probability over the label rate (1 = calibrated on average), and what one "
+        "threshold fitted on the fold gives against 0.5: a loss that shifts probabilities loses at 0.5 what a "
+        "fitted threshold gives back.", "", *calibration, "",
+        "## Which checkpoint: the selection criterion", "",
+        "Each run's epochs, chosen by each criterion (`checkpoint.best_metric`, or the last epoch); the "
+        "cross-fitted macro-F1 (no TTA) of the chosen epoch, mean ± sd over seeds.", "",
+        *selection_table(runs, trainings), "",
+    ]
+    if drawn:
+        cycle, epochs = SCALE["optim.cycle_epochs"], SCALE["train.num_epochs"]
+        differences = curve_differences(curves, epochs, cycle)
+        lines += ["## Learning curves", "",
+                  "Was the benchmark's training long enough? Rows trained longer (`curve`; g's "
+                  f"{cycle}-epoch cycles continue, a's single cosine stretches over the longer run), against the "
+                  f"benchmark's own runs (dashed in the figure, {epochs} epochs). Cross-fitted macro-F1 (no TTA) every "
+                  f"{cycle} epochs (g's cycle ends, where its learning rate is lowest; a's rate reaches its lowest only "
+                  "at the run's end):", "",
+                  *curve_table(curves, cycle), "", "![learning curves](ablation_curves.png)", "",
+                  *(["Do the costs found at the benchmark's length hold when both are trained longer? The full recipe "
+                     "without a technique against the full recipe, same seed, same length (cross-fitted, no TTA; "
+                     "mean ± sd over seeds):", "", *differences, ""] if differences else [])]
+    lines += ["## Rerun", "", "```bash", ".venv/bin/python scripts/ablation.py run --rows=d --seeds=0,1,2   # one row",
+              ".venv/bin/python scripts/ablation.py run                               # all rows (resumes)",
+              ".venv/bin/python scripts/ablation.py run --probes=e_alpha_0.9 --seeds=0,1   # another setting",
+              ".venv/bin/python scripts/ablation.py curve --rows=a,g --epochs_factor=2     # trained longer",
+              ".venv/bin/python scripts/ablation.py curve --rows=g,g-e_loss_focal,g-hard_sampler --epochs_factor=2",
+              ".venv/bin/python scripts/ablation.py report", "```", "",
+              "## Against the paper, technique by technique", "",
+              "Cumulative step: the row that adds the technique minus the row before (row e adds three). In the "
+              "full recipe: g minus g without the technique, per seed. Direction: + or - where that mean is more "
+              "than one sd from 0, ~ otherwise.", "", *paper_table(rows, scores), "", "## Analysis", "",
+              kept_notes(read_or_empty(DOC)), ""]
+    DOC.write_text("\n".join(lines))
+    return DOC
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("run", "curve", "report"))
@@ -328,8 +788,7 @@ def main(argv=None):
     if ONE_THREAD not in os.environ.get("XLA_FLAGS", ""):   # before jax loads; workers inherit it
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {ONE_THREAD}".strip()
     if args.command == "report":
-        import ablation_report
-        ablation_report.write(args.results, rows(), machine())
+        write(args.results, rows(), machine())
     elif args.shard is None:
         run_workers(args, argv)
     else:

@@ -1,5 +1,8 @@
 """The `models` area of scripts/benchmark.py: the encoder zoo against timm, and grouped convolutions.
 
+    python scripts/benchmark.py models [--names resnet50 ...] [--skip parity layers]
+    python scripts/benchmark_models.py ...      # the same, run directly
+
 Four tables: parameters and converted-weights parity per encoder; training-step throughput, ours
 and timm's measured in turn in the same process, in float32 and bfloat16, at the paper-like
 (batch 8, 256 px) and quickstart-like (batch 32, 112 px) shapes; and one grouped 3x3 convolution
@@ -8,13 +11,17 @@ what `"auto"` was chosen from; and the zoo's max-pools, whose gradient `layers.m
 faster than XLA's own.
 """
 
+import argparse
 import functools
-import sys
+import pathlib
 
-from bench_util import REPO, machine, merge_rows, section_body, subsections, table_rows, timed_interleaved, when
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+from hpa_jax.reporting.performance import (machine, merge_rows, section_body, subsections, table_rows,
+                                           timed_interleaved, when, publish)
+
+DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
 # One grouped 3x3 convolution per SE-ResNeXt50 stage, (batch, map size, channels), 32 groups:
 # the full-size network at 256 px (batch 8) and the quickstart's width 16 at 112 px (batch 32).
@@ -34,6 +41,7 @@ def parity_size(name: str) -> int:
 
 
 def add_arguments(parser):
+    parser.add_argument("--doc", type=pathlib.Path, default=DOC, help="Markdown file whose models section to rewrite")
     parser.add_argument("--names", nargs="*", default=None, help="encoders (default: all registered but resnet18/34)")
     parser.add_argument("--shapes", nargs="*", default=["8x256", "32x112"], help="BATCHxSIZE train-step shapes")
     parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"], help="compute dtypes")
@@ -46,14 +54,14 @@ def add_arguments(parser):
 def jax_train_step(name: str, batch: int, size: int, dtype: str, grouped_conv: str):
     """A call of hpa_jax's sharded train step (forward, backward, SGD update of the full-size
     encoder with timm's own classifier, the gap head) on one fixed batch."""
-    from configs import default
+    from hpa_jax.config.shipped import load
     from hpa_jax.runtime import sharding
     from hpa_jax.training import optim
     from hpa_jax.models import create_model_from_config
     from hpa_jax.training.state import create_train_state
     from hpa_jax.training.loop import make_train_step
 
-    config = default.get_config()
+    config = load("default").get_config()
     config.model.name, config.model.dtype, config.model.grouped_conv = name, dtype, grouped_conv
     config.model.head.pool, config.model.head.layers = "gap", ()
     config.train.batch_size = batch
@@ -103,10 +111,8 @@ def timm_train_step(name: str, batch: int, size: int, dtype: str):
 def parity_rows(names) -> list[str]:
     from flax import traverse_util
 
-    sys.path.insert(0, str(REPO / "tests" / "interop"))
-    from timm_twin import parity_error, timm_param_count  # noqa: E402
-
     from hpa_jax.models import FAMILY_OF, TRACE_SIZE, create_model
+    from hpa_jax.models.timm_twin import parity_error, timm_param_count
 
     rows = []
     for name in names:
@@ -275,3 +281,14 @@ def run(args) -> str:
         elif heading in old:
             parts += [old[heading], ""]
     return "\n".join(parts)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    publish(args.doc, "models", run(args))
+
+
+if __name__ == "__main__":
+    main()

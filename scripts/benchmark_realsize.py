@@ -1,7 +1,10 @@
-"""`scripts/benchmark.py realsize`: every paper config at its real size, planned and run on this CPU;
-writes `docs/scaling.md`.
+"""The paper's six configs at their real size: two areas of scripts/benchmark.py.
 
-For each of the six backbone configs (ResNet50, ResNet101, SE-ResNeXt50, InceptionV4,
+    python scripts/benchmark.py realsize [--configs resnet50 ...]   # writes docs/scaling.md
+    python scripts/benchmark.py plan [--configs senet ...]          # its section of docs/performance.md
+    python scripts/benchmark_realsize.py realsize|plan ...          # the same, run directly
+
+`realsize`: every paper config at its real size, planned and run on this CPU. For each of the six backbone configs (ResNet50, ResNet101, SE-ResNeXt50, InceptionV4,
 DenseNet121, GapNet-PL), at its real input (768 px images, 512 px crops; GapNet-PL 768) and full
 width:
 
@@ -16,8 +19,17 @@ width:
 
 What a GPU run needs is derived from the plan under stated assumptions (`--gpu_tflops`, the
 sustained bfloat16 rate of one GPU).
+
+`plan`: how long `--mode=plan` takes a user, per paper config. Each of the six backbone configs
+as shipped (their batch, crops, `eval.tta`, one device), planned by README's command on the 101
+real Kaggle sample images (a Kaggle-layout folder of links) in a fresh workdir with an empty
+compilation cache: the first plan on a new machine, start-up included. SE-ResNeXt50 is also
+planned with its grouped convolutions as a GPU computes them (`model.grouped_conv=xla`; on CPUs
+`auto` makes them block-diagonal dense ones, a bigger program to compile). Target (issue 13):
+about a minute for any paper config.
 """
 
+import argparse
 import json
 import math
 import os
@@ -28,16 +40,19 @@ import sys
 import tempfile
 import time
 
-from bench_util import REPO, machine, when
+from hpa_jax.classes import CHANNELS
+from hpa_jax.config.shipped import load
+from hpa_jax.reporting.performance import machine, publish, when
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 DOC = REPO / "docs" / "scaling.md"
+PERFORMANCE_DOC = REPO / "docs" / "performance.md"
 CONFIGS = ("resnet50", "resnet101", "senet", "inception_v4", "densenet", "gapnet")
-COLORS = ("red", "green", "blue", "yellow")
 GPUS = 8
 
 
-def add_arguments(parser):
+def add_realsize_arguments(parser):
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--gpu_tflops", type=float, default=130.0,
                         help="sustained bfloat16 TFLOP/s of one GPU for the projection (default 130: an H100 at "
@@ -58,17 +73,14 @@ def kaggle_layout(root: pathlib.Path, num_test: int = 4) -> pathlib.Path:
     (root / "test").mkdir()
     test_ids = pd.read_csv(sample / "train.csv", dtype=str)["Id"][:num_test].tolist()
     for image_id in test_ids:
-        for color in COLORS:
+        for color in CHANNELS:
             os.symlink(sample / "train" / f"{image_id}_{color}.png", root / "test" / f"{image_id}_{color}.png")
     pd.DataFrame({"Id": test_ids, "Predicted": "0"}).to_csv(root / "sample_submission.csv", index=False)
     return root
 
 
 def paper_batch(name: str) -> int:
-    sys.path.insert(0, str(REPO))
-    import importlib
-
-    return int(importlib.import_module(f"configs.{name}").get_config().train.batch_size)
+    return int(load(name).get_config().train.batch_size)
 
 
 def run_main(args: list[str], devices: int, cache: pathlib.Path) -> float:
@@ -141,7 +153,7 @@ def rows_for(record: dict, gpu_tflops: float, gpu_memory_gb: float) -> tuple[str
     return plan_row, cpu_row, gpu_row
 
 
-def run(args) -> str:
+def run_realsize(args) -> str:
     if not (SHARED / "hpa_kaggle_sample").is_dir():
         raise SystemExit(f"the real sample images are not at {SHARED} (../shared/data beside the repo)")
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="hpa_jax_realsize-", dir=args.tmp))
@@ -204,3 +216,70 @@ one PNG worker's rate (docs/performance.md, `data`).
 |---|---|---|---|---|---|---|
 {chr(10).join(gpus)}
 """
+
+
+# ---- plan: how long `--mode=plan` takes -------------------------------------------------------
+
+RUNS = (*((name, ()) for name in CONFIGS), ("senet", ("--config.model.grouped_conv=xla",)))
+
+
+def add_plan_arguments(parser):
+    parser.add_argument("--configs", nargs="+", default=None, choices=CONFIGS,
+                        help="only these configs (default: all, and SE-ResNeXt50 with grouped_conv=xla)")
+    parser.add_argument("--tmp", type=pathlib.Path, default=None)
+
+
+def run_plan(args) -> str:
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)   # each plan compiles as on a new machine
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="hpa_plan_", dir=args.tmp))
+    rows = []
+    try:
+        data = kaggle_layout(tmp / "kaggle")
+        for i, (name, overrides) in enumerate(RUNS):
+            if args.configs and name not in args.configs:
+                continue
+            workdir = tmp / f"run{i}"
+            seconds = run_main([f"--config=configs/{name}.py", f"--config.data.dir={data}", f"--workdir={workdir}",
+                                "--mode=plan", *overrides], 1, tmp / f"cache{i}")
+            plan = json.loads((workdir / "plan.json").read_text())
+            measured = plan["measured"] or {}
+            rows.append(f"| {name}{' ' + ' '.join(overrides) if overrides else ''} | {plan['model']} | "
+                        f"{seconds:.0f} s | {plan['seconds']:.0f} s | {plan['train_step']['compile_seconds']:.0f} s | "
+                        f"{plan['predict_step']['compile_seconds']:.0f} s | "
+                        f"{measured.get('compile_seconds', float('nan')):.0f} s | {when()} |")
+            print(rows[-1], flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return "\n".join([
+        "## plan: how long `--mode=plan` takes", "", f"Last run on: {machine()}.", "",
+        "README's `--mode=plan` command for each paper config as shipped, one CPU device, the 101 real Kaggle",
+        "sample images as `data.dir`, a fresh workdir and an empty compilation cache (the first plan on a new",
+        "machine). Wall: the whole command, Python's start-up included; plan: from the mode's start to",
+        "`plan.json`. The three programs compile side by side in threads (the train step at the configured",
+        "batch and the predict step for XLA's analysis only, the small train step that is timed for real), so",
+        "their compile times overlap. Target: about a minute for any paper config.", "",
+        "| config | model | wall | plan | train step compile | predict step compile | timed step compile | "
+        "measured |", "|---|---|---|---|---|---|---|---|", *rows])
+
+
+# area -> (add its options, run it and return its Markdown, the document it writes, one-line help)
+AREAS = {
+    "realsize": (add_realsize_arguments, run_realsize, DOC,
+                 "the six paper configs at full size: plan, CPU steps, GPU needs (docs/scaling.md)"),
+    "plan": (add_plan_arguments, run_plan, PERFORMANCE_DOC, "how long --mode=plan takes per paper config"),
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    areas = parser.add_subparsers(dest="area", required=True)
+    for name, (add_arguments, _, doc, help_text) in AREAS.items():
+        area = areas.add_parser(name, help=help_text)
+        area.add_argument("--doc", type=pathlib.Path, default=doc, help=f"Markdown file to write (default: {doc.name})")
+        add_arguments(area)
+    args = parser.parse_args(argv)
+    publish(args.doc, args.area, AREAS[args.area][1](args), whole=args.area == "realsize")   # scaling.md: whole
+
+
+if __name__ == "__main__":
+    main()

@@ -17,8 +17,12 @@ Note on the duplicates: every image of the built dataset is one of 101 (or 8) re
 each has hundreds (thousands) of exact copies; grouping then meets far more close pairs than real
 data has (its worst case), and finds 101 + 8 groups. A second grouping of the union's size runs on
 hashes with real data's share of near-copies.
+
+    python scripts/benchmark.py scale [--skip_pack] [--limit N]
+    python scripts/benchmark_scale.py ...      # the same, run directly
 """
 
+import argparse
 import json
 import os
 import pathlib
@@ -28,17 +32,19 @@ import sys
 import tempfile
 import time
 
-from bench_util import REPO, when
+from hpa_jax.classes import CHANNELS
+from hpa_jax.data import duplicates
+from hpa_jax.reporting.performance import publish, when
 
-from hpa_jax.data import duplicates  # noqa: E402
-
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "performance.md"
 SHARED = REPO.parent / "shared" / "data"
 KAGGLE_LABELS = SHARED / "hpa_kaggle_train_labels.csv"
 HPAV18_LABELS = SHARED / "hpav18_labels.csv"
-COLORS = ("red", "green", "blue", "yellow")
 
 
 def add_arguments(parser):
+    parser.add_argument("--doc", type=pathlib.Path, default=DOC, help="Markdown file whose scale section to rewrite")
     parser.add_argument("--tmp", type=pathlib.Path, default=None, help="where to build the datasets (default: "
                                                                         "the system's temporary folder)")
     parser.add_argument("--threads", type=int, default=4, help="--num_threads of every tool")
@@ -68,7 +74,7 @@ def build(root: pathlib.Path, labels_csv: pathlib.Path, images: list[pathlib.Pat
     folder.mkdir(parents=True, exist_ok=True)
     for i, image_id in enumerate(tqdm(frame["Id"], desc=f"linking {subdir}", unit="img", file=sys.stderr)):
         prefix = images[i % len(images)]
-        for color in COLORS:
+        for color in CHANNELS:
             link(prefix.with_name(f"{prefix.name}_{color}.png"), folder / f"{image_id}_{color}.png")
     frame[["Id", "Target"]].to_csv(root / csv_name, index=False)
     return len(frame)
@@ -109,8 +115,6 @@ def tool_commands(data_dir: pathlib.Path, out: pathlib.Path, threads: int, skip_
 
 
 def run(args) -> str:
-    import numpy as np
-
     if not KAGGLE_LABELS.is_file():
         raise SystemExit(f"the real label files are not at {SHARED} (../shared/data beside the repo)")
     kaggle_images = sample_prefixes(SHARED / "hpa_kaggle_sample" / "train")
@@ -310,7 +314,17 @@ STEPS = {"duplicates": step_duplicates, "folds": step_folds, "union_labels": ste
          "union_folds": step_union_folds, "union_duplicates": step_union_duplicates,
          "union_duplicates_typical": step_union_duplicates_typical, "decode": step_decode}
 
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--step"]:      # one step, in the process `measure` started
+        STEPS[argv[1]](*argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    publish(args.doc, "scale", run(args))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--step":
-        sys.path.insert(0, str(REPO))
-        STEPS[sys.argv[2]](*sys.argv[3:])
+    main()

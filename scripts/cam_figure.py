@@ -19,17 +19,15 @@ most of a 128 px field, so on fields of the training size a map need not point a
 
 import argparse
 import pathlib
-import sys
 import tempfile
 
 import matplotlib
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from hpa_jax.folder import predict as folder_predict  # noqa: E402
-from hpa_jax.classes import CHANNELS, CLASS_NAMES, class_slug  # noqa: E402
-from hpa_jax.data import synthetic  # noqa: E402
+from hpa_jax.classes import CHANNELS, CLASS_NAMES, class_slug
+from hpa_jax.data import synthetic
+from hpa_jax.folder import predict as folder_predict
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

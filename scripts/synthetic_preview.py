@@ -6,15 +6,13 @@ green = G + Y/2, blue = B, as HPA images are usually shown) beside the green cha
 
 import argparse
 import pathlib
-import sys
 
 import matplotlib
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from hpa_jax.explain.maps import composite  # noqa: E402
-from hpa_jax.classes import CLASS_NAMES  # noqa: E402
-from hpa_jax.data import synthetic  # noqa: E402
+from hpa_jax.classes import CLASS_NAMES
+from hpa_jax.data import synthetic
+from hpa_jax.explain.maps import composite
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

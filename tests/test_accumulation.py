@@ -18,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 from hpa_jax.runtime import sharding
 from hpa_jax.training import losses
 from hpa_jax.data.pipeline import normalize
+from hpa_jax.config.validate import validate
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import create_model_from_config
 from hpa_jax.runtime.sharding import MESH_AXIS
@@ -170,9 +171,10 @@ def test_batch_of_copies_equals_the_large_batch_step():
 def test_per_device_batch_not_divisible_by_accumulation_steps_is_a_config_error():
     config = hard_config(3)
     mesh = sharding.make_mesh()
-    with pytest.raises(ConfigError, match="not divisible by train.accumulation_steps=3"):
-        make_train_step(config, mesh)                     # 16 / 8 devices = 2 per device
+    with pytest.raises(ConfigError, match="per-device batch of 2 images .* by train.accumulation_steps=3"):
+        validate(config, num_devices=mesh.size)           # 16 / 8 devices = 2 per device
     config.train.batch_size = 48                         # the config passes, the batch given does not
+    validate(config, num_devices=mesh.size)
     step = make_train_step(config, mesh)
     images, labels = random_batches(1, batch=BATCH)
     with pytest.raises(ConfigError, match="per-device batch of 2 images is not divisible"):

@@ -97,8 +97,9 @@ def test_checkpoints_written_before_named_items_still_restore(tmp_path):
 def test_best_metric_chooses_what_best_means(tmp_path):
     """Five epochs whose three validation figures disagree: 'best' (for the reader too, which is
     given no config) is the highest macro-F1, the highest fitted macro-F1 or the lowest loss, as
-    `checkpoint.best_metric` says; an unknown metric is a one-line ConfigError."""
+    `checkpoint.best_metric` says; an unknown metric is a one-line ConfigError of the config's check."""
     import pytest
+    from hpa_jax.config.validate import validate
     from hpa_jax.errors import ConfigError
 
     epochs = {1: (0.20, 0.40, 0.30), 2: (0.35, 0.45, 0.25), 3: (0.30, 0.55, 0.22),
@@ -114,5 +115,7 @@ def test_best_metric_chooses_what_best_means(tmp_path):
         reader = checkpoint.checkpoint_manager(tmp_path / metric, must_exist=True)
         assert checkpoint.resolve_step(reader, "best") == best
         assert checkpoint.candidates(reader, "best")[0] == best
-    with pytest.raises(ConfigError, match="checkpoint.best_metric 'f1'"):
-        checkpoint.epoch_metrics({"val_macro_f1": 0.1}, "f1")
+    config = tiny_config()
+    config.checkpoint.best_metric = "f1"
+    with pytest.raises(ConfigError, match="checkpoint.best_metric='f1': expected one of val_macro_f1, "):
+        validate(config)

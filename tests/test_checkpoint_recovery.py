@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpa_jax.evaluation import inference
+from hpa_jax.evaluation import inference, modes
 from hpa_jax.runtime import checkpoint, preemption
 from hpa_jax.training import loop as train
 from hpa_jax.errors import CheckpointError, TrainingDiverged, TrainingInterrupted, one_line_errors
@@ -153,7 +153,7 @@ def test_evaluate_best_falls_back_with_a_warning(reference, tmp_path, capsys):
     workdir = copy_of(reference, "at4", tmp_path)
     truncate_largest_array_file(workdir / "checkpoints" / "3")
     capsys.readouterr()
-    result = inference.evaluate(reference["config"], workdir)
+    result = modes.evaluate(reference["config"], workdir)
     [warning] = warnings_in(capsys.readouterr().err)
     assert result["checkpoint_step"] == 4 and "checkpoint step 3" in warning and "using step 4" in warning
     config = reference["config"]
@@ -269,7 +269,7 @@ KILL_DURING_COMMIT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from orbax.checkpoint._src.path import async_path
-from hpa_jax import train
+from hpa_jax.training import loop as train
 from test_pipeline_state import run_config
 
 real_rename = async_path.rename
@@ -331,7 +331,7 @@ def test_divergence_names_the_last_good_checkpoint_or_none(reference, tmp_path, 
 CTRL_C_TO_THE_GROUP = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from hpa_jax import train
+from hpa_jax.training import loop as train
 from hpa_jax.errors import one_line_errors
 from test_pipeline_state import run_config
 

@@ -55,3 +55,37 @@ def test_a_bug_inside_keeps_its_type():
     with pytest.raises(TypeError):
         with file_errors("some.json"):
             len(3)
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--config=configs/quickstart.py", "--config.train.bogus=1"],
+     "--config.train.bogus: the config has no field train.bogus"),
+    (["--config=configs/no_such_config.py"], "--config=configs/no_such_config.py: configs/no_such_config.py is not "
+                                             "a config file (nor a config shipped with the package: "),
+    (["--config=configs/quickstart.py", "--config.optim.lr=-1"], "optim.lr=-1.0: expected a number > 0"),
+    (["--config=configs/quickstart.py", "--config.train.num_epochs=0"], "train.num_epochs=0: expected an integer >= 1"),
+    (["--config=configs/quickstart.py", "--config.data.image_size=64"],
+     "data.crop_size=112 is larger than data.image_size=64, the images it is cut from"),
+])
+def test_a_config_that_cannot_work_is_one_line_before_any_work(tmp_path, args, named):
+    """What ml_collections and absl would end in a traceback (an unknown field, a config file that
+    is not there) and what training would accept (a negative LR, no epochs, a crop larger than the
+    images) each end the command at start-up: one line naming it, nothing written."""
+    workdir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "hpa_jax.main", *args, f"--workdir={workdir}"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("hpa_jax: error: ") and named in line, line
+    assert not workdir.exists()
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.write_text("not a folder")
+    result = subprocess.run([sys.executable, "-m", "hpa_jax.main", "--config=configs/quickstart.py",
+                             f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    [line] = result.stderr.strip().splitlines()
+    assert line == f"hpa_jax: error: --workdir={workdir}: {workdir} is a file, not a folder"
+    assert workdir.read_text() == "not a folder"

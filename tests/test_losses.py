@@ -120,15 +120,21 @@ def brute_force_hard_mean(x, ratio):
     return x[order[:k]].mean(), np.sort(order[:k])
 
 
+def hard_sample_mean(per_sample, ratio):
+    """The loss the train step forms from the hard sampler's selection: the mean of the top K."""
+    _, part, k = losses.hard_sample_selection(per_sample, ratio)
+    return (per_sample * part).sum() / k
+
+
 @pytest.mark.parametrize("size", [1, 7, 32, 74])
 def test_hard_sample_mean_matches_sorting(size):
     rng = np.random.default_rng(size)
-    hard_mean = jax.jit(losses.hard_sample_mean, static_argnums=1)
+    hard_mean = jax.jit(hard_sample_mean, static_argnums=1)
     for ratio in (0.1, 0.25, 0.5, 0.7, 0.9, 1.0):
         x = rng.exponential(size=size).astype(np.float32)
         expected, chosen = brute_force_hard_mean(x, ratio)
         assert float(hard_mean(x, ratio)) == pytest.approx(float(expected), rel=1e-6)
-        grad = np.asarray(jax.grad(losses.hard_sample_mean)(jnp.asarray(x), ratio))
+        grad = np.asarray(jax.grad(hard_sample_mean)(jnp.asarray(x), ratio))
         mask = np.zeros(size, bool)
         mask[chosen] = True
         assert np.all(grad[~mask] == 0.0)
@@ -137,18 +143,42 @@ def test_hard_sample_mean_matches_sorting(size):
 
 def test_hard_sample_ties_go_to_the_lower_index():
     x = jnp.asarray([1.0, 3.0, 2.0, 3.0, 3.0, 0.0, 3.0, 2.0])
-    grad = jax.grad(losses.hard_sample_mean)(x, 0.25)                 # K = 2 of four equal 3.0s
+    grad = jax.grad(hard_sample_mean)(x, 0.25)                 # K = 2 of four equal 3.0s
     np.testing.assert_array_equal(grad, [0, 0.5, 0, 0.5, 0, 0, 0, 0])
-    grad = jax.jit(jax.grad(losses.hard_sample_mean), static_argnums=1)(x, 0.6)   # K = 5: the 3s, then the 2 at index 2
+    grad = jax.jit(jax.grad(hard_sample_mean), static_argnums=1)(x, 0.6)   # K = 5: the 3s, then the 2 at index 2
     np.testing.assert_array_equal(np.asarray(grad) * 5, [0, 1, 1, 1, 1, 0, 1, 0])
     x = jnp.zeros(5)
-    np.testing.assert_array_equal(jax.grad(losses.hard_sample_mean)(x, 0.4), [0.5, 0.5, 0, 0, 0])
+    np.testing.assert_array_equal(jax.grad(hard_sample_mean)(x, 0.4), [0.5, 0.5, 0, 0, 0])
 
 
 def test_hard_sample_count_and_plain_mean():
     assert [losses.num_hard_samples(10, r) for r in (0.01, 0.3, 0.7, 0.71, 1.0)] == [1, 3, 7, 8, 10]
     x = jnp.asarray(np.random.default_rng(0).random(9), jnp.float32)
-    assert float(losses.hard_sample_mean(x, 1.0)) == float(x.mean())
+    assert float(hard_sample_mean(x, 1.0)) == float(x.mean())
     for bad in (0.0, 1.5):
         with pytest.raises(ConfigError):
-            losses.hard_sample_mean(x, bad)
+            losses.hard_sample_selection(x, bad)
+
+
+def test_hard_sampler_ranks_the_global_batch_inside_shard_map():
+    """On 8 devices each holding 3 samples, the selection is the top K of all 24 (not of each
+    shard), each device's part is its rows of it, and the summed parts give the global mean."""
+    from jax.sharding import PartitionSpec as P  # noqa: PLC0415
+
+    from hpa_jax.runtime import sharding  # noqa: PLC0415
+
+    mesh = sharding.make_mesh()
+    x = jnp.asarray(np.random.default_rng(3).exponential(size=3 * mesh.size), jnp.float32)
+
+    def on_devices(shard):
+        selected, part, k = losses.hard_sample_selection(shard, 0.25, sharding.MESH_AXIS)
+        return selected, part, jax.lax.psum((shard * part).sum() / k, sharding.MESH_AXIS)
+
+    selected, parts, loss = jax.jit(jax.shard_map(on_devices, mesh=mesh, in_specs=P(sharding.MESH_AXIS),
+                                                  out_specs=(P(), P(sharding.MESH_AXIS), P()), check_vma=False))(x)
+    expected, chosen = brute_force_hard_mean(np.asarray(x), 0.25)
+    mask = np.zeros(len(x), np.float32)
+    mask[chosen] = 1.0
+    np.testing.assert_array_equal(selected, mask)
+    np.testing.assert_array_equal(parts, mask)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)

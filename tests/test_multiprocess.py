@@ -3,7 +3,7 @@ process x 8 devices: the same training, evaluation and submission, through a pre
 host, a killed host and a restart.
 
 Numbers are compared to float rounding, not bit for bit: with the ordered reductions
-(`sharding.ordered_sum`) every collective gives the same bits on 1 or 2 processes (here the final
+(`collectives.ordered_sum`) every collective gives the same bits on 1 or 2 processes (here the final
 parameters came out identical), but XLA:CPU sizes a process's thread pool by its device count and
 sums a convolution's kernel gradient in another order with 4 devices in a process than with 8
 (measured on one device alone); the test probabilities differed by 6e-8.
@@ -166,7 +166,7 @@ def assert_stopped_for_a_dead_peer(log: str):
 PEER = """
 import os, signal, sys, time
 from absl import app
-from hpa_jax import distributed
+from hpa_jax.runtime import distributed
 def main(_):
     distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]),
                            heartbeat_timeout=5)

@@ -11,6 +11,7 @@ import pytest
 
 from configs import default, resnet50
 from hpa_jax.training import optim
+from hpa_jax.config.validate import validate
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import create_model
 
@@ -60,10 +61,11 @@ def test_cycle_end_epochs():
     doubling.warmup_epochs = 1
     assert optim.cycle_end_epochs(doubling, 14) == [3, 7]
     assert optim.cycle_end_epochs(optim_config(schedule="cosine"), 12) == [12]
-    with pytest.raises(ConfigError):
-        optim.cycle_end_epochs(optim_config(schedule="cosine_restarts", cycle_mult=0), 12)
-    with pytest.raises(ConfigError):
-        optim.cycle_end_epochs(optim_config(schedule="step"), 12)
+    for field, value in (("cycle_mult", 0), ("schedule", "step"), ("warmup_epochs", -1)):
+        config = default.get_config()
+        config.optim[field] = value
+        with pytest.raises(ConfigError, match=f"optim.{field}="):   # the config's check, before any schedule
+            validate(config)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ from flax import traverse_util
 from hpa_jax.evaluation import inference
 from hpa_jax.runtime import sharding
 from hpa_jax.training import optim, plan, loop as train
-from hpa_jax.configs import quickstart
+from configs import quickstart
+from hpa_jax.config.validate import validate
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import create_model_from_config, encoder_module_sort_key
-from hpa_jax.training.state import create_train_state
+from hpa_jax.training.state import abstract_train_state, create_train_state
 from test_cli import run_cli
 
 # The quickstart shrunk (width-8 ResNet18 on 32 px synthetic fields, global batch 16 = 2 per device
@@ -111,7 +112,7 @@ def test_flops_are_per_device(planned):
     config, result, _ = planned
     mesh = sharding.make_mesh(jax.devices()[:1])
     model, tx = plan.model_and_optimizer(config)
-    state = inference.abstract_train_state(model, tx, 4, mesh)
+    state = abstract_train_state(model, tx, 4, mesh)
     predict = inference.make_predict_step(model, config, mesh)
     images = plan.abstract_batch(config, mesh, 16, 32)[0]
     one_device = plan.program_flops(
@@ -124,10 +125,11 @@ def test_flops_are_per_device(planned):
     ("accumulation_steps", 4, "train.accumulation_steps=4"),     # 2 images per device
 ])
 def test_refuses_batches_training_refuses(tmp_path, field, value, named):
+    """`--mode=plan` is refused the batches training is refused: the one check of the config
+    that `hpa_jax.main` makes before any mode, for the devices there are."""
     config = plan_config(tmp_path, **{f"train.{field}": value})
     with pytest.raises(ConfigError, match=named):
-        plan.plan(config, tmp_path / "work")
-    assert not (tmp_path / "work").exists()
+        validate(config, num_devices=len(jax.devices()))
 
 
 def test_warnings_without_data_and_beyond_the_device_memory(planned, tmp_path, capsys):

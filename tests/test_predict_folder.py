@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import SHARED_DATA
 
 from hpa_jax.folder import predict as folder_predict
-from hpa_jax.evaluation import inference
+from hpa_jax.evaluation import modes
 from hpa_jax.classes import CHANNELS, CLASS_NAMES
 from hpa_jax.errors import DataError
 
@@ -72,10 +72,10 @@ def real_folders(tmp_path_factory):
 
 
 def mode_predict_probs(run: pathlib.Path, data_dir: pathlib.Path, fmt: str) -> dict:
-    """{Id: probabilities} from `--mode=predict` (inference.predict) on a Kaggle-layout dataset."""
+    """{Id: probabilities} from `--mode=predict` (modes.predict) on a Kaggle-layout dataset."""
     config = folder_predict.run_config(run)
     config.data.source, config.data.dir, config.data.format = "kaggle", str(data_dir), fmt
-    inference.predict(config, run)
+    modes.predict(config, run)
     saved = np.load(run / "test_probs.npz")
     return dict(zip(saved["ids"], saved["probs"]))
 

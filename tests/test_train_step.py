@@ -8,6 +8,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from configs import quickstart
+from hpa_jax.config.validate import validate
 from hpa_jax.runtime import sharding
 from hpa_jax.training import losses, optim
 from hpa_jax.data.pipeline import normalize
@@ -113,9 +114,10 @@ def test_eight_devices_equal_one_device_with_e_loss_and_hard_sampler():
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error():
-    mesh = sharding.make_mesh()
-    with pytest.raises(ValueError, match="not divisible by the 8 devices"):
-        sharding.check_divisible(12, mesh, "train.batch_size")
+    config = tiny_config()
+    config.train.batch_size = 12
+    with pytest.raises(ValueError, match="train.batch_size=12 is not divisible by the 8 devices"):
+        validate(config, num_devices=sharding.make_mesh().size)
 
 
 def test_non_finite_step_keeps_the_state_and_stops_naming_the_step():

@@ -40,7 +40,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.num_classes = 28
     c.in_channels = 4
-    c.metric = "macro_f1"
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "kaggle"                       # "kaggle" (a folder in the Kaggle layout) | "synthetic"

@@ -86,7 +86,7 @@ def sources_from_config(data_config, root) -> tuple[Source, ...]:
     """The training sources of a config, relative paths under the dataset folder `root`; more than
     one needs `data.image_size` to bring every image to one size (Kaggle's 512 px PNGs, HPAv18's
     1728-2048 px JPEGs)."""
-    parsed = parse_sources(data_config.get("sources", ()), root, data_config.format)
+    parsed = parse_sources(data_config.sources, root, data_config.format)
     if len(parsed) > 1 and not data_config.image_size:
         raise ConfigError(f"data.sources combines {len(parsed)} sources ({', '.join(s.name for s in parsed)}), whose "
                           f"images may differ in size: set data.image_size (e.g. 512) to resize them all to one size")

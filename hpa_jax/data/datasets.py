@@ -14,6 +14,8 @@ from hpa_jax.data import folds as folds_lib
 from hpa_jax.data import pipeline
 from hpa_jax.errors import ConfigError, DataError
 
+SOURCES = ("kaggle", "synthetic")   # data.source
+
 
 @dataclasses.dataclass(frozen=True)
 class HPADataset:
@@ -41,7 +43,7 @@ class HPADataset:
         """The training images at `rows` (indices into train_ids) as a grain source: read from the
         packed store `data.packed`/train when `data.packed` is set, else decoded from each row's source."""
         rows = np.asarray(rows, np.int64)
-        if data_config.get("packed"):
+        if data_config.packed:
             return pipeline.PackedSource.from_config(data_config, pathlib.Path(data_config.packed) / "train",
                                                      self.train_ids[rows], self.train_labels[rows])
 
@@ -57,7 +59,7 @@ class HPADataset:
     def test_source(self, data_config) -> pipeline.ImageSource | pipeline.PackedSource:
         """The test images, unlabelled, in sample_submission.csv order (from `data.packed`/test when set)."""
         labels = np.zeros((len(self.test_ids), self.train_labels.shape[1]), np.uint8)
-        if data_config.get("packed"):
+        if data_config.packed:
             return pipeline.PackedSource.from_config(data_config, pathlib.Path(data_config.packed) / "test",
                                                      self.test_ids, labels)
         return pipeline.ImageSource.from_config(data_config, self.test_dir, self.test_ids, labels)
@@ -80,7 +82,7 @@ def resolve_root(data_config) -> pathlib.Path:
         return synthetic.ensure_synthetic(s.cache_dir or default_cache_dir(), num_train=s.num_train,
                                           num_test=s.num_test, image_size=s.image_size, seed=s.seed)
     if data_config.source != "kaggle":
-        raise ConfigError(f"unknown data.source {data_config.source!r}: expected 'kaggle' or 'synthetic'")
+        raise ConfigError(f"unknown data.source {data_config.source!r}: expected one of {', '.join(SOURCES)}")
     if not data_config.dir:
         raise DataError("data.dir is not set: pass --config.data.dir=/path/to/hpa (a folder with train.csv and "
                         "train/), or run --config=configs/quickstart.py to use the embedded synthetic dataset")
@@ -106,7 +108,7 @@ def fold_seed(config) -> int:
     """What draws the folds (and the halves of a validation fold): `data.fold_seed`, or `seed` when
     unset. Fixing it while `seed` varies repeats a run with another initialisation and data order
     on the very same split (the ablation's seeds)."""
-    chosen = config.data.get("fold_seed")
+    chosen = config.data.fold_seed
     return int(config.seed if chosen is None else chosen)
 
 
@@ -117,7 +119,6 @@ def load_dataset(config) -> HPADataset:
     root = resolve_root(config.data)
     union = combined.read_union(combined.sources_from_config(config.data, root), config.num_classes)
     ids, labels, source_index = union.ids, union.labels, union.source
-    duplicates.check_policy(config.data.duplicates)
     groups = None
     if config.data.duplicates != "none":
         rows, groups, summary = duplicates.apply_policy(

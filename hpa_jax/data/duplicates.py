@@ -291,11 +291,6 @@ class DuplicateSummary:
         return f"{self} ({', '.join(f'{n}: {c}' for n, c in zip(names, counts)) or 'none'} dropped)"
 
 
-def check_policy(policy: str) -> None:
-    if policy not in POLICIES:
-        raise ConfigError(f"unknown data.duplicates {policy!r}: expected one of {', '.join(POLICIES)}")
-
-
 def apply_policy(groups: np.ndarray, policy: str, max_distance: int = 0
                  ) -> tuple[np.ndarray, np.ndarray | None, DuplicateSummary]:
     """(N,) group ids and a policy -> (rows to keep, fold groups of the kept rows or None, summary).
@@ -304,7 +299,8 @@ def apply_policy(groups: np.ndarray, policy: str, max_distance: int = 0
     `same_fold` keeps every row and returns `groups` for `stratified_folds`; `none` keeps every
     row with no groups.
     """
-    check_policy(policy)
+    if policy not in POLICIES:
+        raise ConfigError(f"unknown data.duplicates {policy!r}: expected one of {', '.join(POLICIES)}")
     groups = np.asarray(groups)
     sizes = np.bincount(groups)
     in_groups = int(sizes[sizes > 1].sum())

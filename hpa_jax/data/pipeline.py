@@ -13,6 +13,7 @@ import time
 from typing import Iterator
 
 import grain
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -190,14 +191,16 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def _let_grain_read_flags() -> None:
-    """grain reads an absl flag (worker profiling) when it starts worker processes, which raises
-    before absl has parsed the command line: in tests, notebooks or any caller that is not an absl
-    app. The CLI has parsed them already; elsewhere the flags' defaults are what grain would get."""
+def _let_grain_read_its_flag() -> None:
+    """grain reads its absl flag `grain_enable_multiprocess_worker_profiling` when it starts worker
+    processes, which raises in a caller that is not an absl app (tests, notebooks): there the flag
+    is given its default, as parsing would; nothing else of absl's state is touched. Command lines
+    have parsed it already."""
     from absl import flags  # noqa: PLC0415
 
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
+    flag = flags.FLAGS["grain_enable_multiprocess_worker_profiling"]
+    if not flags.FLAGS.is_parsed() and not flag.present:
+        flag.parse(flag.default)
 
 
 def train_batches(source: ImageSource | PackedSource, *, batch_size: int, crop_size: int, seed: int, epoch: int,
@@ -232,11 +235,22 @@ def train_batches(source: ImageSource | PackedSource, *, batch_size: int, crop_s
     ds = ds[start_batch * process_count + process_index:num_batches * process_count:process_count]
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
     if num_workers > 0:
-        _let_grain_read_flags()
+        _let_grain_read_its_flag()
         per_worker = max(1, -(-prefetch // num_workers))   # about `prefetch` batches ready in all
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=per_worker),
                             worker_init_fn=_leave_signals_to_the_trainer)
     return iter(ds)
+
+
+def train_batches_from_config(config, source: ImageSource | PackedSource, *, epoch: int,
+                              start_batch: int = 0) -> grain.DatasetIterator:
+    """`train_batches` as a run's `config` sets it up (`train.batch_size`, `data.crop_size`, `seed`,
+    the reader threads, workers and prefetch, `train.steps_per_epoch`), for this process's share."""
+    return train_batches(source, batch_size=config.train.batch_size, crop_size=config.data.crop_size, seed=config.seed,
+                         epoch=epoch, num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+                         num_workers=config.data.num_workers, start_batch=start_batch,
+                         process_index=jax.process_index(), process_count=jax.process_count(),
+                         max_batches=config.train.steps_per_epoch)
 
 
 def _leave_signals_to_the_trainer(worker_index: int, worker_count: int) -> None:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from hpa_jax.evaluation.metrics import macro_f1
+from hpa_jax.evaluation.metrics import macro_f1, per_class_scores
 
 # The paper's single-threshold search (0.1, 0.15, ..., 0.9) and the per-class candidates.
 COARSE_GRID = np.arange(0.1, 0.9001, 0.05)
@@ -149,3 +149,11 @@ def cross_fitted_predictions(probs, labels, parts, *, method: str = "greedy") ->
         preds[inside] = apply_thresholds(probs[inside], thresholds)
     return preds
 
+
+
+def report_scores(labels, probs, thresholds) -> dict:
+    """What `reporting.report.write_report` tabulates: the number of images and the per-class
+    scores (`metrics.per_class_scores`) at 0.5 and at the fitted `thresholds`."""
+    labels = np.asarray(labels)
+    return {"num_images": len(labels), "default": per_class_scores(labels, np.asarray(probs) > 0.5),
+            "fitted": per_class_scores(labels, apply_thresholds(probs, thresholds))}

@@ -9,12 +9,11 @@ coloured by each image's most probable class.
 import pathlib
 
 import matplotlib
+from matplotlib.figure import Figure
 import numpy as np
 
 from hpa_jax.classes import CLASS_NAMES
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 def save_embeddings(path, ids, features) -> pathlib.Path:
@@ -47,7 +46,8 @@ def plot_pca(path, features: np.ndarray, probs: np.ndarray) -> pathlib.Path:
     """The PCA map of the embeddings, each image coloured by its most probable class."""
     coords, explained = pca_2d(features)
     top = np.asarray(probs).argmax(axis=1)
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    fig = Figure(figsize=(7.5, 5.5))
+    ax = fig.subplots()
     colours = matplotlib.colormaps["tab20"].colors + matplotlib.colormaps["tab20b"].colors
     for c in np.unique(top):
         inside = top == c
@@ -59,5 +59,4 @@ def plot_pca(path, features: np.ndarray, probs: np.ndarray) -> pathlib.Path:
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return pathlib.Path(path)

@@ -9,13 +9,12 @@ how strongly (the probability says that).
 import pathlib
 
 import matplotlib
+from matplotlib.figure import Figure
 import numpy as np
 from PIL import Image
 
 from hpa_jax.classes import CLASS_NAMES, class_slug
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 DISPLAY_MIN, DISPLAY_MAX = 256, 768   # displayed side: small inputs magnified, full-size fields reduced
 HEAT_ALPHA = 0.6                      # opacity of the heat at its maximum
@@ -72,7 +71,8 @@ def write_cams(out_dir, image_id: str, image: np.ndarray, maps: dict[int, np.nda
         panels.append((f"{c} {CLASS_NAMES[c]}: {probs[c]:.2f}{note}", heat))
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows + 0.3), squeeze=False)
+    fig = Figure(figsize=(3.2 * cols, 3.4 * rows + 0.3))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (title, picture) in zip(axes.ravel(), panels):
@@ -82,5 +82,4 @@ def write_cams(out_dir, image_id: str, image: np.ndarray, maps: dict[int, np.nda
     fig.tight_layout()
     sheet = out_dir / f"{image_id}.png"
     fig.savefig(sheet, dpi=80)
-    plt.close(fig)
     return sheet

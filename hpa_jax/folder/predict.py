@@ -8,7 +8,6 @@ batches, so a folder of small and full-size fields keeps the device busy either 
 written until every image has been read: the maps are drawn into a hidden staging folder that
 becomes `cams/` at the end, and is removed on an error."""
 
-import json
 import pathlib
 import shutil
 
@@ -29,19 +28,20 @@ from hpa_jax.reporting import outputs
 from hpa_jax.runtime import sharding
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.evaluation.ensemble import read_thresholds
-from hpa_jax.errors import ConfigError, DataError, file_errors
+from hpa_jax.config import upgrade
+from hpa_jax.config.validate import divisible
+from hpa_jax.errors import ConfigError, DataError
 
 KAGGLE_SIZE = 512   # the Kaggle release's PNGs: a run that read its PNGs at their own size saw these
 
 
 def run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
-    """The run's own config (`config.json`), as evaluate/predict take it (`inference.training_config`)."""
+    """The run's own config (`config.json`) brought up to today's fields and validated, as
+    evaluate/predict take it (`inference.training_config`)."""
     path = workdir / "config.json"
     if not path.is_file():
         raise ConfigError(f"{path}: not found; --workdir must be a training run's folder (config.json, checkpoints/)")
-    with file_errors(path):
-        config = ml_collections.ConfigDict(json.loads(path.read_text()))
-    return inference.training_config(config, workdir)
+    return upgrade.read(path)
 
 
 def input_size(config, override: int = 0) -> tuple[int, str]:
@@ -185,7 +185,7 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
         raise DataError(folder.problems_line(images, bad | unreadable(source, config, progress)))
     thresholds, threshold_source = run_thresholds(workdir, config)
     model, mesh, variables, step = inference.restore_variables(config, workdir, checkpoint or config.eval.checkpoint)
-    sharding.check_divisible(config.eval.batch_size, mesh, "eval.batch_size (--batch_size)")
+    divisible("eval.batch_size (--batch_size)", config.eval.batch_size, mesh.size)
     predict_step = inference.make_predict_step(model, config, mesh)
     if cams:
         explain.check_has_map(model, config.model.name)

@@ -107,5 +107,5 @@ def create_model(name: str, num_classes: int = 28, in_channels: int = 4, *,
 def create_model_from_config(config) -> Classifier:
     m = config.model
     return create_model(m.name, config.num_classes, config.in_channels, head=dict(m.head),
-                        width=m.width, dtype=m.dtype, grouped_conv=m.get("grouped_conv", "auto"),
-                        encoder_options=m.get("encoder_options"))
+                        width=m.width, dtype=m.dtype, grouped_conv=m.grouped_conv,
+                        encoder_options=m.encoder_options)

@@ -17,7 +17,6 @@ The output is one orbax checkpoint (the variables plus a metadata record) that t
 with `--config.model.pretrained=DIR`. `.safetensors` needs no torch; `.pth`/`.pt`/`.bin` do.
 """
 
-import argparse
 import pathlib
 import sys
 from typing import Mapping
@@ -28,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from hpa_jax.errors import CheckpointError, ConfigError, UserError, file_errors
+from hpa_jax.errors import CheckpointError, ConfigError, UserError, file_errors, one_line_errors
 from hpa_jax.models import FAMILY_OF, TRACE_SIZE, create_model
 
 PROG = "hpa_jax.models.convert"
@@ -228,34 +227,52 @@ def apply_pretrained(variables: dict, directory, name: str) -> dict:
     return traverse_util.unflatten_dict(merged)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="timm name, e.g. resnet50, seresnext50_32x4d")
-    parser.add_argument("--src", required=True, help="timm/torchvision checkpoint: .safetensors, .pth, .pt or .bin")
-    parser.add_argument("--out", required=True, help="new folder for the Flax variables (orbax)")
-    parser.add_argument("--no-head", action="store_true", help="leave the classifier out on purpose")
-    parser.add_argument("--stem_rule", "--stem-rule", choices=STEM_RULES, default="red",
-                        help="how a 3-channel stem gets its yellow filter (default: copy red)")
-    args = parser.parse_args(argv)
-    try:
-        state_dict = load_state_dict(args.src)
-        variables = convert_state_dict(args.model, state_dict, include_head=not args.no_head,
-                                       stem_rule=args.stem_rule, source=args.src)
-        count = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables))
-        out = save_pretrained(args.out, variables, {
-            "model": args.model, "source": str(pathlib.Path(args.src).absolute()), "stem_rule": args.stem_rule,
-            "include_head": not args.no_head, "tensors": len(jax.tree.leaves(variables)), "values": count})
-    except UserError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {out}: {len(jax.tree.leaves(variables))} tensors, {count:,} values"
-          f"{'' if not args.no_head else ' (classifier left out)'}")
-    return 0
+def convert_checkpoint(model: str, src, out, *, include_head: bool = True,
+                       stem_rule: str = "red") -> tuple[pathlib.Path, int, int]:
+    """Converts the timm/torchvision checkpoint `src` for the encoder `model` and saves it in `out`
+    (`save_pretrained`, with a record of what was done): (the folder, tensors, values)."""
+    variables = convert_state_dict(model, load_state_dict(src), include_head=include_head, stem_rule=stem_rule,
+                                   source=src)
+    leaves = jax.tree.leaves(variables)
+    count = sum(int(np.prod(v.shape)) for v in leaves)
+    path = save_pretrained(out, variables, {
+        "model": model, "source": str(pathlib.Path(src).absolute()), "stem_rule": stem_rule,
+        "include_head": include_head, "tensors": len(leaves), "values": count})
+    return path, len(leaves), count
+
+
+def define_flags() -> None:
+    """The command line's flags; defined only when run as a program (importing registers none)."""
+    from absl import flags  # noqa: PLC0415
+
+    flags.DEFINE_string("model", None, "timm name, e.g. resnet50, seresnext50_32x4d.")
+    flags.DEFINE_string("src", None, "timm/torchvision checkpoint: .safetensors, .pth, .pt or .bin.")
+    flags.DEFINE_string("out", None, "New folder for the Flax variables (orbax).")
+    flags.DEFINE_bool("head", True, "Convert the classifier too; --nohead (or --no-head) leaves it out on purpose.")
+    flags.DEFINE_enum("stem_rule", "red", STEM_RULES, "How a 3-channel stem gets its yellow filter: a copy of the "
+                      "red one, or the mean of the three.")
+    flags.DEFINE_alias("stem-rule", "stem_rule")
+    flags.mark_flags_as_required(["model", "src", "out"])
+
+
+def main(argv):
+    from absl import app, flags  # noqa: PLC0415
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    f = flags.FLAGS
+    with one_line_errors(PROG):
+        out, tensors, values = convert_checkpoint(f.model, f.src, f.out, include_head=f.head, stem_rule=f.stem_rule)
+    print(f"wrote {out}: {tensors} tensors, {values:,} values{'' if f.head else ' (classifier left out)'}")
 
 
 def cli():
-    """The `hpa-jax-convert` console script."""
-    sys.exit(main())
+    """The `hpa-jax-convert` console script, as `python -m hpa_jax.models.convert`; README's
+    `--no-head` is absl's `--nohead`."""
+    from hpa_jax import console  # noqa: PLC0415
+
+    define_flags()
+    console.run(main, __name__, argv=["--nohead" if arg == "--no-head" else arg for arg in sys.argv])
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
-from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, BatchNorm, max_pool, torch_conv
+from hpa_jax.collectives import MESH_AXIS
+from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, BatchNorm, max_pool, torch_conv
 
 # timm's DenseNet initialises convolutions with kaiming_normal_ in its default fan_in mode,
 # not the fan_out of the ResNets: DenseNet's 1x1 convs take up to ~1000 channels in and give

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 from hpa_jax.errors import ConfigError
 from hpa_jax.models.heads import adaptive_concat_pool
 from hpa_jax.models import layers
-from hpa_jax.models.layers import torch_conv
+from hpa_jax.models.layers import scaled, torch_conv
 
 ENCODER_NAMES = ("gapnet_pl",)
 # GapNet-PL has no timm counterpart, so there are no checkpoints to convert.
@@ -70,11 +70,6 @@ POOLS = ("gap", "acp")
 STANDARDIZE_EPS = 1e-6
 
 selu_init = nn.initializers.lecun_normal()
-
-
-def scaled(channels: int, width: int) -> int:
-    """A width-64 channel count scaled to `width`, at least 1."""
-    return max(1, channels * width // 64)
 
 
 class GapNetPLEncoder(nn.Module):

@@ -12,7 +12,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
-from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, MESH_AXIS, BatchNorm
+from hpa_jax.collectives import MESH_AXIS
+from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, BatchNorm
+
+POOLS = ("acp", "gap")   # model.head.pool
 
 
 def adaptive_concat_pool(x: jnp.ndarray) -> jnp.ndarray:
@@ -46,7 +49,7 @@ class ClassifierHead(nn.Module):
         elif self.pool == "gap":
             h = features.mean(axis=(1, 2))
         else:
-            raise ConfigError(f"unknown head pool {self.pool!r}: expected 'acp' or 'gap'")
+            raise ConfigError(f"unknown head pool {self.pool!r}: expected one of {', '.join(POOLS)}")
         if self.batch_norm:
             norm = partial(BatchNorm, use_running_average=not train, dtype=self.dtype,
                            axis_name=MESH_AXIS, **BATCH_NORM_DEFAULTS)

@@ -13,8 +13,9 @@ import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import layers
-from hpa_jax.models.layers import (BATCH_NORM_DEFAULTS, MESH_AXIS, BatchNorm, conv_init, join_sequential_indices,
-                                   torch_conv)
+from hpa_jax.collectives import MESH_AXIS
+from hpa_jax.models.layers import (BATCH_NORM_DEFAULTS, BatchNorm, conv_init, join_sequential_indices,
+                                   scaled, torch_conv)
 
 ENCODER_NAMES = ("inception_v4",)
 TIMM_CLASSIFIER = "last_linear"
@@ -75,10 +76,6 @@ class Block(nn.Module):
         for i, layer in enumerate(layers):
             x = self.conv(f"{prefix}_{i}", *layer)(x, train=train)
         return x
-
-
-def scaled(channels: int, width: int) -> int:
-    return max(1, channels * width // 64)
 
 
 class Mixed3a(Block):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from hpa_jax.errors import ConfigError
-from hpa_jax.runtime.sharding import MESH_AXIS, ordered_mean
+from hpa_jax.collectives import ordered_mean
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 means a decay of 0.9 here). Batch statistics
 # are averaged over the device mesh axis so training does not depend on how many devices
@@ -26,7 +26,7 @@ BATCH_NORM_DEFAULTS = dict(momentum=0.9, epsilon=1e-5, use_fast_variance=False)
 
 class BatchNorm(nn.BatchNorm):
     """Flax's BatchNorm (same fields, parameters and batch statistics) with its moments averaged
-    over `axis_name` in mesh order (`sharding.ordered_mean`) rather than by `lax.pmean`, whose
+    over `axis_name` in mesh order (`collectives.ordered_mean`) rather than by `lax.pmean`, whose
     all-reduce adds in a different order on one process than across several: so a run gives the
     same bits on 1 process x 8 devices as on 2 x 4. The variance is always the two-pass one."""
 
@@ -62,6 +62,12 @@ class BatchNorm(nn.BatchNorm):
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (features,), self.param_dtype)
         return jnp.asarray(y, self.dtype or jnp.result_type(x, self.param_dtype))
+
+def scaled(channels: int, width: int) -> int:
+    """A width-64 channel count scaled to `width` (the encoders' `width`: 64 is full size, smaller
+    widths let tests run the same code tiny), at least 1."""
+    return max(1, channels * width // 64)
+
 
 # PyTorch's kaiming normal (fan_out) conv init, as torchvision's and timm's CNNs use.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")

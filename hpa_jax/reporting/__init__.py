@@ -1,2 +1,3 @@
-"""What a run leaves for people: the run folder's files (`workdir`), files written whole
-(`outputs`), `report.md` and figures (`report`, `plots`) and TensorBoard events (`summaries`)."""
+"""What a run leaves for people: files written whole and submissions (`outputs`), `report.md` and
+its figures (`report`), training curves (`plots`), TensorBoard events (`summaries`), and the
+sections of docs/performance.md the benchmarks write (`performance`)."""

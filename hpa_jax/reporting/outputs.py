@@ -42,4 +42,4 @@ def format_predicted(pred_row: np.ndarray) -> str:
 def write_submission(path, ids, preds) -> pathlib.Path:
     """Kaggle submission `Id,Predicted` (space-separated class indices), written whole."""
     rows = "".join(f"{image_id},{format_predicted(row)}\n" for image_id, row in zip(ids, np.asarray(preds)))
-    return outputs.write_text(path, "Id,Predicted\n" + rows)
+    return write_text(path, "Id,Predicted\n" + rows)

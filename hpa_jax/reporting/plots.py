@@ -3,12 +3,10 @@
 import json
 import pathlib
 
-import matplotlib
+from matplotlib.figure import Figure
 
 from hpa_jax.runtime.distributed import is_primary
 
-matplotlib.use("Agg")  # files only; no display on a training box
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_training_curves(metrics_path, out_path) -> pathlib.Path:
@@ -19,7 +17,8 @@ def plot_training_curves(metrics_path, out_path) -> pathlib.Path:
         return pathlib.Path(out_path)
     records = [json.loads(line) for line in pathlib.Path(metrics_path).read_text().splitlines() if line]
     epochs = [r["epoch"] for r in records]
-    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax_loss, ax_f1 = fig.subplots(1, 2)
     ax_loss.plot(epochs, [r["train_loss"] for r in records], "o-", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in records], "o-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
@@ -36,6 +35,5 @@ def plot_training_curves(metrics_path, out_path) -> pathlib.Path:
     out_path = pathlib.Path(out_path)
     tmp = out_path.with_name(out_path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     tmp.replace(out_path)
     return out_path

@@ -3,22 +3,20 @@ per-class table in class order, per-class F1 bars, thresholds and training curve
 
 import pathlib
 
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-from hpa_jax.evaluation import metrics
 
-from hpa_jax.evaluation.thresholds import apply_thresholds
 from hpa_jax.reporting import outputs
-from hpa_jax.runtime.distributed import is_primary
 from hpa_jax.classes import CLASS_NAMES
+from hpa_jax.runtime.distributed import is_primary
+from hpa_jax.workdir import Workdir
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _per_class_f1_figure(f1_default, f1_fitted, out_path):
-    fig, ax = plt.subplots(figsize=(11, 4.5))
+    fig = Figure(figsize=(11, 4.5))
+    ax = fig.subplots()
     x = np.arange(len(CLASS_NAMES))
     ax.bar(x - 0.2, f1_default, 0.4, label="threshold 0.5")
     ax.bar(x + 0.2, f1_fitted, 0.4, label="fitted thresholds")
@@ -28,11 +26,11 @@ def _per_class_f1_figure(f1_default, f1_fitted, out_path):
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_path, dpi=110)
-    plt.close(fig)
 
 
 def _thresholds_figure(thresholds, out_path):
-    fig, ax = plt.subplots(figsize=(11, 3.5))
+    fig = Figure(figsize=(11, 3.5))
+    ax = fig.subplots()
     x = np.arange(len(CLASS_NAMES))
     ax.bar(x, thresholds, color="tab:purple")
     ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)
@@ -40,27 +38,24 @@ def _thresholds_figure(thresholds, out_path):
     ax.set(ylabel="threshold", ylim=(0, 1), title="Fitted per-class thresholds")
     fig.tight_layout()
     fig.savefig(out_path, dpi=110)
-    plt.close(fig)
 
 
-def write_report(out_dir, *, title: str, labels, probs, thresholds, fit_note: str, summary_rows=(),
-                 fold_rows=(), training_curves: str | None = None) -> pathlib.Path:
+def write_report(out_dir, *, title: str, num_images: int, default: dict, fitted: dict, thresholds, fit_note: str,
+                 summary_rows=(), fold_rows=(), training_curves: str | None = None) -> pathlib.Path:
     """Writes `out_dir/report.md`, `per_class_f1.png` and `thresholds.png`.
 
-    `summary_rows` are extra (name, value) lines for the summary table; `fold_rows` are
+    `default` and `fitted` are the per-class scores (`evaluation.metrics.per_class_scores`: precision,
+    recall, F1 and support per class) at threshold 0.5 and at the fitted `thresholds`. `summary_rows` are extra (name, value) lines for the summary table; `fold_rows` are
     per-fold dicts (fold, images, f1_at_0.5, in_sample, cross_fitted) for cross-validation.
     Only the primary process writes.
     """
-    out_dir = pathlib.Path(out_dir)
+    out = Workdir(out_dir)
     if not is_primary():
-        return out_dir / "report.md"
-    labels = np.asarray(labels)
-    default = metrics.per_class_scores(labels, probs > 0.5)
-    fitted = metrics.per_class_scores(labels, apply_thresholds(probs, thresholds))
-    _per_class_f1_figure(np.asarray(default["f1"]), np.asarray(fitted["f1"]), out_dir / "per_class_f1.png")
-    _thresholds_figure(np.asarray(thresholds), out_dir / "thresholds.png")
+        return out.report
+    _per_class_f1_figure(np.asarray(default["f1"]), np.asarray(fitted["f1"]), out.per_class_f1_figure)
+    _thresholds_figure(np.asarray(thresholds), out.thresholds_figure)
 
-    lines = [f"# {title}", "", f"{len(labels)} images. {fit_note}", "", "| | macro-F1 |", "|---|---|",
+    lines = [f"# {title}", "", f"{num_images} images. {fit_note}", "", "| | macro-F1 |", "|---|---|",
              f"| threshold 0.5 | {float(np.mean(default['f1'])):.4f} |",
              f"| fitted thresholds (in-sample) | {float(np.mean(fitted['f1'])):.4f} |"]
     lines += [f"| {name} | {value} |" for name, value in summary_rows]
@@ -78,7 +73,7 @@ def write_report(out_dir, *, title: str, labels, probs, thresholds, fit_note: st
         lines.append(f"| {c} | {name} | {int(fitted['support'][c])} | {float(fitted['precision'][c]):.3f} | "
                      f"{float(fitted['recall'][c]):.3f} | {float(fitted['f1'][c]):.3f} | "
                      f"{float(default['f1'][c]):.3f} | {float(thresholds[c]):.2f} |")
-    lines += ["", "![per-class F1](per_class_f1.png)", "", "![thresholds](thresholds.png)"]
+    lines += ["", f"![per-class F1]({out.per_class_f1_figure.name})", "", f"![thresholds]({out.thresholds_figure.name})"]
     if training_curves:
         lines += ["", f"![training curves]({training_curves})"]
-    return outputs.write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+    return outputs.write_text(out.report, "\n".join(lines) + "\n")

@@ -12,13 +12,12 @@ epoch's last step), and the config as text (`config`).
 """
 
 import json
-import pathlib
 
 import jax
 
 from hpa_jax.classes import NUM_CLASSES, class_slug
+from hpa_jax.workdir import Workdir
 
-SUBDIR = "tensorboard"
 
 
 class Summaries:
@@ -33,7 +32,7 @@ class Summaries:
             return
         from tensorboardX import SummaryWriter  # noqa: PLC0415 - only process 0 needs it
 
-        self.writer = SummaryWriter(logdir=str(pathlib.Path(workdir) / SUBDIR), purge_step=start_step or None,
+        self.writer = SummaryWriter(logdir=str(Workdir(workdir).tensorboard), purge_step=start_step or None,
                                     flush_secs=30)
         if not start_step:
             text = json.dumps(json.loads(config.to_json_best_effort()), indent=2)

@@ -19,6 +19,7 @@ deleted, never listed as a step again. A save that fails (disk full, permissions
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from hpa_jax.runtime import distributed
+from hpa_jax.workdir import Workdir
 from hpa_jax.errors import CheckpointError, ConfigError, first_line, is_bug, warn
 
 # What "best" means (`checkpoint.best_metric`), each metric with its direction: +1 higher is
@@ -77,10 +79,15 @@ def _not_an_orbax_task(record: logging.LogRecord) -> bool:
     return not (record.levelno >= logging.ERROR and "orbax" in record.getMessage())
 
 
-logging.getLogger("asyncio").addFilter(_not_an_orbax_task)
-logging.getLogger("absl").addFilter(_not_the_missing_metrics_warning)
-logging.getLogger("absl").addFilter(_not_an_orbax_traceback)
-sys.unraisablehook = _drop_orbax_leftovers(sys.unraisablehook)
+@functools.cache
+def quiet_orbax() -> None:
+    """Installs the log filters and the unraisable hook above, once: called by the command lines at
+    start-up (never at import), so that a failed save or restore reads as our one line."""
+    logging.getLogger("asyncio").addFilter(_not_an_orbax_task)
+    logging.getLogger("absl").addFilter(_not_the_missing_metrics_warning)
+    logging.getLogger("absl").addFilter(_not_an_orbax_traceback)
+    sys.unraisablehook = _drop_orbax_leftovers(sys.unraisablehook)
+
 UNREADABLE_PREFIX = "unreadable-"
 
 
@@ -136,16 +143,10 @@ def _move_unreadable_metrics(directory: pathlib.Path) -> None:
                  f"moved it to {moved.name}")
 
 
-def check_best_metric(name: str) -> str:
-    if name not in BEST_METRICS:
-        raise ConfigError(f"checkpoint.best_metric {name!r} is not one of {', '.join(BEST_METRICS)}")
-    return name
-
-
 def epoch_metrics(record: dict, best_metric: str) -> dict:
     """The metrics an epoch's checkpoint is saved with: its validation figures and BEST_SCORE."""
     metrics = {name: float(record[name]) for name in BEST_METRICS if name in record}
-    return {**metrics, BEST_SCORE: BEST_METRICS[check_best_metric(best_metric)] * float(record[best_metric])}
+    return {**metrics, BEST_SCORE: BEST_METRICS[best_metric] * float(record[best_metric])}
 
 
 def best_score(metrics: dict | None) -> float | None:
@@ -163,7 +164,7 @@ def checkpoint_manager(workdir, keep: int = 3, *, keep_steps=(), must_exist: boo
     one of them forever), so only `LatestEpochsAndResumePoint` decides about them. The `writer`
     (training, the folder's only writer) removes the temporary folders of saves that were killed;
     a reader must not, as they may be a running training's save in progress."""
-    directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    directory = Workdir(workdir).checkpoints.absolute()
     if must_exist and not directory.is_dir():
         raise CheckpointError(f"{directory}: no checkpoint found; train first (--mode=train)")
     _set_aside_unreadable_metrics(directory)
@@ -177,14 +178,16 @@ def checkpoint_manager(workdir, keep: int = 3, *, keep_steps=(), must_exist: boo
                                            best_mode="max", cleanup_tmp_directories=writer)
     # Named handlers put the manager in multi-item mode up front; left to orbax, the mode would be
     # guessed from the first step restored and a later save with the other item would be refused.
-    handlers = {STATE_ITEM: ocp.StandardCheckpointHandler(), PROGRESS_ITEM: ocp.JsonCheckpointHandler()}
+    # The state's handler is orbax's PyTree handler (what StandardCheckpointHandler runs inside,
+    # the same files), which can also restore a part of the tree (`restore` with a dict target).
+    handlers = {STATE_ITEM: ocp.PyTreeCheckpointHandler(), PROGRESS_ITEM: ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, metrics: dict | None, progress: dict | None = None) -> None:
     """An epoch end's checkpoint has `metrics` (validation) and no `progress`; a mid-epoch one the
     reverse. `progress` must be JSON-serialisable and not mutated afterwards (saving is async)."""
-    items = {STATE_ITEM: ocp.args.StandardSave(state)}
+    items = {STATE_ITEM: ocp.args.PyTreeSave(state)}
     if progress is not None:
         items[PROGRESS_ITEM] = ocp.args.JsonSave(progress)
     with _write_errors(manager):   # also the previous (asynchronous) save's errors, which surface here
@@ -312,9 +315,13 @@ def restore_readable(manager: ocp.CheckpointManager, which, target, *, with_prog
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target):
-    """The train state, into the structure, dtypes and shardings of `target` (concrete or abstract)."""
+    """The train state, into the structure, dtypes and shardings of `target` (concrete or abstract).
+    A dict `target` holding some of the state's fields (`{"params": ..., "batch_stats": ...}`:
+    evaluation's variables, without the optimiser state) reads only those."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    restored = manager.restore(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(abstract)}))
+    args = ocp.args.PyTreeRestore(item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                                  partial_restore=isinstance(target, dict))
+    restored = manager.restore(step, args=ocp.args.Composite(**{STATE_ITEM: args}))
     return restored[STATE_ITEM]
 
 

@@ -1,5 +1,6 @@
-"""`python -m hpa_jax.launch --num_processes=N -- <hpa_jax.main's flags>`: N processes of
-`hpa_jax.main` on this machine, joined by JAX's distributed runtime, as N hosts would be.
+"""N processes of `hpa_jax.main` on this machine, joined by JAX's distributed runtime, as N hosts
+would be: what `python -m hpa_jax.launch --num_processes=N -- <hpa_jax.main's flags>` runs (its
+flags are in `hpa_jax/launch.py`).
 
 For trying a multi-host run (and testing it) on one machine: it picks a free port for the
 coordinator, gives each process its `--process_id`, forwards each one's output line by line with
@@ -11,7 +12,6 @@ preemption notifier turns into a checkpoint at one step all processes agree on; 
 Ctrl-C kills them.
 """
 
-import argparse
 import os
 import re
 import signal
@@ -58,36 +58,18 @@ def forward(stream, prefix: str, out, lock: threading.Lock) -> None:
             out.flush()
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m hpa_jax.launch", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num_processes", type=int, required=True, help="how many processes to start")
-    parser.add_argument("--devices_per_process", type=int, default=None,
-                        help="simulated CPU devices per process (sets JAX_NUM_CPU_DEVICES); default: as the "
-                             "environment says")
-    parser.add_argument("--port", type=int, default=0, help="coordinator port on localhost (default: a free one)")
-    parser.add_argument("--grace", type=float, default=20.0,
-                        help="seconds the others get to stop by themselves once one process failed, before they "
-                             "are killed")
-    parser.add_argument("main_args", nargs=argparse.REMAINDER, help="-- then hpa_jax.main's flags")
-    args = parser.parse_args(argv)
-    if args.num_processes < 1:
-        parser.error("--num_processes must be at least 1")
-    if args.main_args[:1] == ["--"]:
-        args.main_args = args.main_args[1:]
-    if not args.main_args:
-        parser.error("give hpa_jax.main's flags after --, e.g. -- --config=configs/quickstart.py --workdir=runs/mp")
-    return args
-
-
-def launch(args) -> int:
-    """Runs the processes to the end; returns the exit code (the first failure's, else 0)."""
-    port = args.port or free_port()
-    env = child_env(args.devices_per_process)
+def launch(num_processes: int, main_args: list[str], devices_per_process: int | None = None, port: int = 0,
+           grace: float = 20.0) -> int:
+    """Runs `num_processes` processes of `python -m hpa_jax.main MAIN_ARGS` to the end, the
+    coordinator on localhost:`port` (0: a free one), each with `devices_per_process` simulated CPU
+    devices (None: as the environment says); once one fails, the others get `grace` seconds to stop
+    by themselves before they are killed. Returns the exit code (the first failure's, else 0)."""
+    port = port or free_port()
+    env = child_env(devices_per_process)
     procs = []
-    for i in range(args.num_processes):
-        command = [sys.executable, "-m", "hpa_jax.main", *args.main_args, f"--coordinator_address=localhost:{port}",
-                   f"--num_processes={args.num_processes}", f"--process_id={i}"]
+    for i in range(num_processes):
+        command = [sys.executable, "-m", "hpa_jax.main", *main_args, f"--coordinator_address=localhost:{port}",
+                   f"--num_processes={num_processes}", f"--process_id={i}"]
         # Each in its own process group: a Ctrl-C in the terminal reaches the launcher only,
         # which passes it on as SIGTERM (JAX's preemption notifier listens for that).
         procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -115,8 +97,8 @@ def launch(args) -> int:
                 if p.poll() not in (None, 0) and failed_at is None:
                     failed_at, code = time.monotonic(), p.returncode
                     print(f"hpa_jax.launch: process {i} exited with {describe(p.returncode)}; stopping the others "
-                          f"(killed after {args.grace:g} s)", file=sys.stderr, flush=True)
-            if failed_at is not None and time.monotonic() - failed_at > args.grace:
+                          f"(killed after {grace:g} s)", file=sys.stderr, flush=True)
+            if failed_at is not None and time.monotonic() - failed_at > grace:
                 for p in procs:
                     if p.poll() is None:
                         p.kill()
@@ -136,10 +118,3 @@ def describe(returncode: int) -> str:
         return f"signal {signal.Signals(-returncode).name}"
     return f"code {returncode}"
 
-
-def main(argv=None) -> None:
-    sys.exit(launch(parse_args(sys.argv[1:] if argv is None else argv)))
-
-
-if __name__ == "__main__":
-    main()

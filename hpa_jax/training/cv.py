@@ -11,16 +11,18 @@ import numpy as np
 
 from hpa_jax.evaluation import inference, metrics
 
-from hpa_jax.evaluation.thresholds import apply_thresholds, cross_fitted_predictions, search_thresholds
+from hpa_jax.evaluation.thresholds import (apply_thresholds, cross_fitted_predictions, report_scores,
+                                           search_thresholds)
 from hpa_jax.reporting import outputs, report
 from hpa_jax.runtime import distributed
 from hpa_jax.training import loop as train
 from hpa_jax.data.datasets import load_dataset
+from hpa_jax.workdir import Workdir
 
 
 def fold_predictions(config, fold_dir: pathlib.Path, dataset, fold: int):
-    """(validation probs, test probs or None) of the fold's `eval.checkpoint` checkpoint."""
-    config = inference.training_config(config, fold_dir)
+    """(validation probs, test probs or None) of the fold's `eval.checkpoint` checkpoint; `config` is
+    the one the fold was just trained (or resumed) with."""
     model, mesh, variables, _ = inference.restore_variables(config, fold_dir, config.eval.checkpoint)
     step = inference.make_predict_step(model, config, mesh)
     _, val_idx = dataset.split(fold)
@@ -52,8 +54,8 @@ def cross_validate(config, workdir) -> dict:
     """Trains every fold into `workdir/fold{k}` (resuming finished or interrupted folds), writes
     out-of-fold and per-fold test probabilities, fits thresholds on all out-of-fold predictions
     and writes `report.md`, `thresholds.json` and a fold-averaged `submission.csv`."""
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    run = Workdir(workdir)
+    run.path.mkdir(parents=True, exist_ok=True)
     dataset = distributed.primary_first(load_dataset, config)
     num_folds, method = config.data.num_folds, config.eval.threshold_method
     oof = np.zeros(dataset.train_labels.shape, np.float32)
@@ -61,38 +63,39 @@ def cross_validate(config, workdir) -> dict:
     for fold in range(num_folds):
         fold_config = config.copy_and_resolve_references()
         fold_config.data.fold = fold
-        fold_dir = workdir / f"fold{fold}"
-        print(f"cv: fold {fold + 1}/{num_folds} -> {fold_dir}")
-        train.train_and_evaluate(fold_config, fold_dir)
-        val_probs, fold_test = fold_predictions(fold_config, fold_dir, dataset, fold)
+        fold_dir = run.fold(fold)
+        print(f"cv: fold {fold + 1}/{num_folds} -> {fold_dir.path}")
+        train.train_and_evaluate(fold_config, fold_dir.path)
+        val_probs, fold_test = fold_predictions(fold_config, fold_dir.path, dataset, fold)
         val_idx = dataset.split(fold)[1]
         oof[val_idx] = val_probs
-        outputs.save_probs(fold_dir / "val_probs.npz", dataset.train_ids[val_idx], val_probs)
+        outputs.save_probs(fold_dir.val_probs, dataset.train_ids[val_idx], val_probs)
         if fold_test is not None:
-            outputs.save_probs(fold_dir / "test_probs.npz", dataset.test_ids, fold_test)
+            outputs.save_probs(fold_dir.test_probs, dataset.test_ids, fold_test)
             test_probs.append(fold_test)
 
     labels = dataset.train_labels
-    outputs.save_probs(workdir / "oof_probs.npz", dataset.train_ids, oof)
+    outputs.save_probs(run.oof_probs, dataset.train_ids, oof)
     thresholds, oof_fitted = search_thresholds(oof, labels, method=method)
     fold_rows = cross_fitted_scores(oof, labels, dataset.folds, method)
     fit = {"method": method, "oof_macro_f1": oof_fitted, "num_oof": len(oof),
            "thresholds": [float(str(t)) for t in thresholds]}
-    outputs.write_json(workdir / "thresholds.json", fit)
+    outputs.write_json(run.thresholds, fit)
     cross = float(np.mean([r["cross_fitted"] for r in fold_rows]))
     report.write_report(
-        workdir, title=f"Cross-validation, {num_folds} folds", labels=labels, probs=oof, thresholds=thresholds,
+        run.path, title=f"Cross-validation, {num_folds} folds", **report_scores(labels, oof, thresholds),
+        thresholds=thresholds,
         fit_note=f"Out-of-fold predictions of every training image; thresholds ({method}) fitted on all of them.",
         summary_rows=[("fitted, cross-fitted per fold (mean)", f"{cross:.4f}"),
                       ("label-prior baseline", f"{metrics.label_prior_baseline(labels, labels, config.seed):.4f}")],
-        fold_rows=fold_rows, training_curves="fold0/training_curves.png")
+        fold_rows=fold_rows, training_curves=run.fold(0).training_curves.relative_to(run.path).as_posix())
     result = {"oof_macro_f1_at_0.5": float(metrics.macro_f1(labels, oof > 0.5)),
               "oof_macro_f1_fitted_in_sample": oof_fitted, "macro_f1_fitted_cross_fitted": cross, "folds": fold_rows}
     if test_probs:
         mean_test = np.mean(test_probs, axis=0)
-        outputs.save_probs(workdir / "test_probs.npz", dataset.test_ids, mean_test)
-        outputs.write_submission(workdir / "submission.csv", dataset.test_ids,
-                                     apply_thresholds(mean_test, thresholds, config.eval.force_one))
+        outputs.save_probs(run.test_probs, dataset.test_ids, mean_test)
+        outputs.write_submission(run.submission, dataset.test_ids,
+                                 apply_thresholds(mean_test, thresholds, config.eval.force_one))
     print(f"cv: out-of-fold macro-F1 {result['oof_macro_f1_at_0.5']:.4f} at 0.5, {oof_fitted:.4f} with thresholds "
-          f"fitted in-sample, {cross:.4f} cross-fitted -> {workdir / 'report.md'}")
+          f"fitted in-sample, {cross:.4f} cross-fitted -> {run.report}")
     return result

@@ -1,9 +1,6 @@
-"""The training loop and the sharded train step.
-
-One global batch is split over a 1-D device mesh with `shard_map`; the hard sampler ranks the
-losses of the whole global batch, gradients and the loss are summed and BatchNorm moments
-averaged over the mesh axis, so the update is the same whether the batch runs on one device or
-eight (tests/test_train_step.py checks this), with or without gradient accumulation.
+"""The training loop: epochs of the train step (`step.make_train_step`) over this process's share
+of every global batch, validation and a checkpoint after each epoch, mid-epoch checkpoints,
+resuming, and stopping cleanly on SIGTERM or Ctrl-C.
 """
 
 import dataclasses
@@ -14,163 +11,22 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from hpa_jax.evaluation import inference, metrics
-from hpa_jax.reporting import outputs, plots
-from hpa_jax.runtime import checkpoint, distributed, preemption, sharding
-from hpa_jax.training import losses, optim
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.data import oversample, pipeline
 from hpa_jax.data.datasets import fold_seed, load_dataset
 from hpa_jax.errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from hpa_jax.models import create_model_from_config, encoder_module_sort_key
-from hpa_jax.runtime.sharding import MESH_AXIS
-from hpa_jax.training.state import TrainState, create_train_state
+from hpa_jax.evaluation import inference, metrics, validation
+from hpa_jax.models import create_model_from_config
+from hpa_jax.reporting import outputs, plots
 from hpa_jax.reporting.summaries import Summaries
-
-
-def class_weights_for(config, train_labels: np.ndarray) -> np.ndarray | None:
-    """E-loss weights from the class counts of the training folds, or None for an unweighted loss."""
-    if not config.loss.e_alpha:
-        return None
-    return losses.effective_number_weights(train_labels.sum(0), config.loss.e_alpha, config.loss.normalize_weights)
-
-
-def hard_sample_selection(per_sample: jnp.ndarray, ratio: float) -> tuple[jnp.ndarray, jnp.ndarray, int]:
-    """Inside the sharded step: ranks the losses of the whole global batch (gathered from every
-    device) and returns (global 0/1 selection, this shard's part of it, K). A per-device top-K
-    would train on a different set of samples than the paper's top-K of the batch."""
-    global_losses = jax.lax.all_gather(jax.lax.stop_gradient(per_sample), MESH_AXIS, tiled=True)
-    k = losses.num_hard_samples(global_losses.shape[0], ratio)
-    _, chosen = jax.lax.top_k(global_losses, k)           # ties: lower index first
-    selected = jnp.zeros_like(global_losses).at[chosen].set(1.0)
-    local = jax.lax.dynamic_slice_in_dim(selected, jax.lax.axis_index(MESH_AXIS) * per_sample.shape[0],
-                                         per_sample.shape[0])
-    return selected, local, k
-
-
-def check_accumulation_steps(per_device_batch: int, accumulation_steps) -> int:
-    """`train.accumulation_steps` as an int; a ConfigError unless it is a positive divisor of the
-    per-device batch, which each device splits into that many equal micro-batches."""
-    if isinstance(accumulation_steps, bool) or accumulation_steps != int(accumulation_steps) or accumulation_steps < 1:
-        raise ConfigError(f"train.accumulation_steps must be a positive integer, got {accumulation_steps!r}")
-    if per_device_batch % accumulation_steps:
-        raise ConfigError(f"the per-device batch of {per_device_batch} images is not divisible by "
-                          f"train.accumulation_steps={accumulation_steps}; use a divisor of it")
-    return int(accumulation_steps)
-
-
-def make_train_step(config, mesh, class_weights=None):
-    """jit(shard_map(step)): (state, uint8 images, labels, rng) -> (state, metrics).
-
-    Each device sums the losses of its selected samples (all of them unless the hard sampler
-    is on) over K, the number selected in the global batch; `psum` over the mesh then gives the
-    loss and gradient of the global batch whatever the device count, and BatchNorm averages its
-    batch moments over the same axis (`axis_name` in the model). `class_weights` are E-loss's.
-
-    Gradient accumulation, `train.accumulation_steps` = A > 1 (A = 1 is the plain step above,
-    unchanged): each device splits its shard of b = B/D images into A micro-batches of b/A and
-    runs them one after the other (`lax.scan`), so activations are those of B/A images; then one
-    optimizer update is applied with the summed gradient of sum(selected losses)/K over all B.
-    - Micro-batch j is the shard's rows j, j+A, j+2A, ... Shards are contiguous blocks of b (a
-      multiple of A), so that is the global samples j, j+A, j+2A, ...: the same set whatever the
-      device count, and the step stays device-count independent. The global sample order
-      (`hard_selected`, top-K ties) is the unaccumulated one: device-major, then shard row.
-    - Hard sampler: the top K = ceil(ratio * B) are ranked over the whole accumulated batch. A
-      first, forward-only pass over the A micro-batches gives every sample's loss; the selection
-      is made once on the B losses gathered over devices (ties: lower global index first); the
-      second pass (forward + backward per micro-batch) weights each sample by selected/K. Both
-      passes use the same params, BatchNorm batches and dropout keys, so the losses ranked are
-      the losses differentiated. With K = B (ratio 1) the first pass is skipped.
-    - BatchNorm normalises each micro-batch with its own moments (averaged over the devices'
-      j-th micro-batches), as PyTorch's gradient accumulation does; so for a BN network the
-      update equals the large-batch step's exactly only where micro-batch moments equal the
-      batch's (e.g. a batch of A copies of one micro-batch), otherwise it is the gradient of the
-      same objective with B/A-image BN statistics. The running statistics are updated once per
-      step with the mean of the A micro-batches' moments (not PyTorch's A sequential updates),
-      so they move at the configured momentum per optimizer step whatever A, as with A = 1.
-    - Dropout: micro-batch j's key is the device's key folded with j (masks differ from A = 1's).
-    """
-    mean, std, loss_config = tuple(config.data.mean), tuple(config.data.std), config.loss
-    accumulation = config.train.get("accumulation_steps", 1)
-    reduction = sharding.check_reduction(config.train.get("reduction", "ordered"))
-    if config.train.batch_size % mesh.size == 0:   # otherwise train_and_evaluate's check_divisible reports it
-        accumulation = check_accumulation_steps(config.train.batch_size // mesh.size, accumulation)
-
-    def finish(state: TrainState, grads, loss, batch_stats, selected):
-        grads, loss = sharding.ordered_sum((grads, loss), MESH_AXIS, reduction)
-        grad_norm = optax.tree.norm(grads)
-        # A non-finite step leaves the state as it was, so what the loop stops with (and never
-        # saves) is still the last good state; the host reads `finite` and stops the run.
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-        state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
-        return state, {"loss": loss, "grad_norm": grad_norm, "finite": finite, "hard_selected": selected}
-
-    def step(state: TrainState, images, labels, rng):
-        rng = jax.random.fold_in(rng, jax.lax.axis_index(MESH_AXIS))
-        x = pipeline.normalize(images, mean, std)
-
-        def loss_fn(params):
-            logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=True,
-                                             rngs={"dropout": rng}, mutable=["batch_stats"])
-            per_sample = losses.per_sample_loss(loss_config, logits, labels, class_weights)
-            selected, local, k = hard_sample_selection(per_sample, loss_config.hard_sample_ratio)
-            return (per_sample * local).sum() / k, (updates.get("batch_stats", {}), selected)
-
-        (loss, (batch_stats, selected)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        return finish(state, grads, loss, batch_stats, selected)
-
-    def accumulated_step(state: TrainState, images, labels, rng):
-        shard = images.shape[0]
-        steps = check_accumulation_steps(shard, accumulation)
-        global_batch = shard * mesh.shape[MESH_AXIS]
-        rng = jax.random.fold_in(rng, jax.lax.axis_index(MESH_AXIS))
-
-        def split(x):  # (b, ...) -> (A, b/A, ...): micro-batch j = the shard's rows j, j+A, j+2A, ...
-            return x.reshape(shard // steps, steps, *x.shape[1:]).swapaxes(0, 1)
-
-        micro_batches = (split(images), split(labels), jnp.arange(steps))
-
-        def forward(params, images_j, labels_j, j):
-            logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats},
-                                             pipeline.normalize(images_j, mean, std), train=True,
-                                             rngs={"dropout": jax.random.fold_in(rng, j)}, mutable=["batch_stats"])
-            return losses.per_sample_loss(loss_config, logits, labels_j, class_weights), updates.get("batch_stats", {})
-
-        k = losses.num_hard_samples(global_batch, loss_config.hard_sample_ratio)
-        if k < global_batch:   # first pass: every sample's loss, then one selection over the whole batch
-            _, per_sample = jax.lax.scan(lambda _, xs: (None, forward(state.params, *xs)[0]), None, micro_batches)
-            per_sample = per_sample.swapaxes(0, 1).reshape(shard)   # back to the shard's row order
-            selected, local, k = hard_sample_selection(per_sample, loss_config.hard_sample_ratio)
-            weights = split(local)
-        else:
-            selected = jnp.ones((global_batch,), jnp.float32)
-            weights = jnp.ones((steps, shard // steps), jnp.float32)
-
-        def accumulate(carry, xs):
-            *batch, w = xs
-
-            def loss_fn(params):
-                per_sample, batch_stats = forward(params, *batch)
-                return (per_sample * w).sum() / k, batch_stats
-
-            (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-            return jax.tree.map(jnp.add, carry, (grads, loss, batch_stats)), None
-
-        zeros = jax.tree.map(jnp.zeros_like, (state.params, jnp.zeros((), jnp.float32), state.batch_stats))
-        (grads, loss, batch_stats), _ = jax.lax.scan(accumulate, zeros, (*micro_batches, weights))
-        batch_stats = jax.tree.map(lambda s: s / steps, batch_stats)
-        return finish(state, grads, loss, batch_stats, selected)
-
-    sharded = jax.shard_map(step if accumulation == 1 else accumulated_step, mesh=mesh,
-                            in_specs=(P(), P(MESH_AXIS), P(MESH_AXIS), P()), out_specs=(P(), P()), check_vma=False)
-    return distributed.Together(jax.jit(sharded, donate_argnums=0), "train step")
+from hpa_jax.runtime import checkpoint, distributed, preemption, sharding
+from hpa_jax.training import optim
+from hpa_jax.training.state import TrainState, create_train_state
+from hpa_jax.training.step import class_weights_for, make_train_step
+from hpa_jax.workdir import Workdir
 
 
 def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, schedule, check_every: int = 10, *,
@@ -250,12 +106,8 @@ def open_epoch_batches(config, source, epoch: int, progress: dict | None):
     resumes from a mid-epoch checkpoint. The global order is a pure function of (seed, epoch), so
     the global batch count done is all a resume needs: the same with another number of processes
     or reader workers than the checkpoint was saved with."""
-    return pipeline.train_batches(source, batch_size=config.train.batch_size, crop_size=config.data.crop_size,
-                                  seed=config.seed, epoch=epoch, num_threads=config.data.num_threads,
-                                  prefetch=config.data.prefetch, num_workers=config.data.num_workers,
-                                  start_batch=progress["batches_done"] if progress else 0,
-                                  process_index=jax.process_index(), process_count=jax.process_count(),
-                                  max_batches=config.train.get("steps_per_epoch", 0))
+    return pipeline.train_batches_from_config(config, source, epoch=epoch,
+                                              start_batch=progress["batches_done"] if progress else 0)
 
 
 def keep_metrics_up_to(path: pathlib.Path, step: int) -> None:
@@ -281,30 +133,27 @@ def train_and_evaluate(config, workdir) -> dict:
     """Trains `config.train.num_epochs` epochs on the training folds, validating and saving a
     checkpoint after each; resumes from the newest readable checkpoint in `workdir` if there is one.
     SIGTERM or Ctrl-C stops it after the current step with a checkpoint to resume from
-    (`TrainingInterrupted`); an epoch's last step finishes its validation and checkpoint first."""
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    (`TrainingInterrupted`); an epoch's last step finishes its validation and checkpoint first.
+    `config` is validated for the devices (`hpa_jax.config.validate.validate`, as `hpa_jax.main` does)."""
+    run = Workdir(workdir)
+    run.path.mkdir(parents=True, exist_ok=True)
     dataset = distributed.primary_first(load_dataset, config)
     train_idx, val_idx = dataset.split(config.data.fold)
-    outputs.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
-    outputs.write_text(workdir / "folds.csv", "Id,fold,source\n" + "".join(
+    outputs.write_json(run.config, json.loads(config.to_json_best_effort()))
+    outputs.write_text(run.folds, "Id,fold,source\n" + "".join(
         f"{i},{f},{n}\n" for i, f, n in zip(dataset.train_ids, dataset.folds, dataset.train_source_names)))
 
     mesh = sharding.make_mesh()
-    sharding.check_divisible(config.train.batch_size, mesh, "train.batch_size")
-    sharding.check_divisible(config.eval.batch_size, mesh, "eval.batch_size")
-    best_metric(config)
     train_rows = oversampled_rows(config, dataset.train_labels, train_idx)
     steps_per_epoch = pipeline.steps_per_epoch(len(train_rows), config.train.batch_size,
-                                               config.train.get("steps_per_epoch", 0))
+                                               config.train.steps_per_epoch)
     if steps_per_epoch == 0:
         raise ConfigError(f"{len(train_idx)} training images are fewer than one batch of {config.train.batch_size}")
     schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch=steps_per_epoch,
                                             num_epochs=config.train.num_epochs)
 
     model = create_model_from_config(config)
-    tx = optim.make_optimizer(config.optim, schedule,
-                              module_sort_key=encoder_module_sort_key(config.model.name))
+    tx = optim.optimizer_from_config(config, schedule)
     rng = jax.random.key(config.seed)
     state = create_train_state(model, tx, jax.random.fold_in(rng, 0), image_size=config.data.crop_size,
                                in_channels=config.in_channels, pretrained=config.model.pretrained,
@@ -318,7 +167,7 @@ def train_and_evaluate(config, workdir) -> dict:
         check_progress(progress, int(state.step), steps_per_epoch)
         where = f" (epoch {progress['epoch'] + 1}, batch {progress['batches_done']})" if progress else ""
         print(f"resumed from {manager.directory} at step {int(state.step)}{where}")
-    keep_metrics_up_to(workdir / "metrics.jsonl", int(state.step))
+    keep_metrics_up_to(run.metrics, int(state.step))
     train_step = make_train_step(config, mesh, class_weights_for(config, dataset.train_labels[train_idx]))
     predict_step = inference.make_predict_step(model, config, mesh)
     dropout_rng = jax.random.fold_in(rng, 1)
@@ -326,8 +175,6 @@ def train_and_evaluate(config, workdir) -> dict:
     train_source = dataset.train_source(train_rows, config.data)
     val_source = dataset.train_source(val_idx, config.data)
     every_steps = int(config.checkpoint.every_steps)
-    if every_steps < 0:
-        raise ConfigError(f"checkpoint.every_steps must be 0 (epoch ends only) or a number of steps, got {every_steps}")
     loop = Loop(train_step=train_step, predict_step=predict_step, mesh=mesh, dropout_rng=dropout_rng,
                 schedule=schedule, train_source=train_source, val_source=val_source,
                 steps_per_epoch=steps_per_epoch, cycle_end_steps=tuple(cycle_end_steps), every_steps=every_steps)
@@ -335,7 +182,7 @@ def train_and_evaluate(config, workdir) -> dict:
             Summaries(workdir, config, schedule, start_step=int(state.step)) as tensorboard:
         record = run_epochs(config, workdir, loop, state, progress, manager, stop, tensorboard)
     if record:
-        plots.plot_training_curves(workdir / "metrics.jsonl", workdir / "training_curves.png")
+        plots.plot_training_curves(run.metrics, run.training_curves)
 
     baseline = metrics.label_prior_baseline(dataset.train_labels[train_idx], val_source.labels, seed=config.seed)
     if record:
@@ -409,18 +256,19 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop,
         record = {"epoch": epoch + 1, "step": int(state.step), "cycle_end": int(state.step) in cycle_end_steps,
                   "lr": float(loop.schedule(int(state.step) - 1)),
                   "train_loss": train_loss, "epoch_seconds": round(time.time() - start, 2),
-                  **inference.score(loop.val_source.labels, probs, config.eval.threshold),
-                  **inference.fitted_scores(loop.val_source.labels, probs, config.eval.threshold_method,
+                  **validation.score(loop.val_source.labels, probs, config.eval.threshold),
+                  **validation.fitted_scores(loop.val_source.labels, probs, config.eval.threshold_method,
                                             fold_seed(config))[1]}
         if distributed.is_primary():
-            with open(workdir / "metrics.jsonl", "a") as f:
+            with open(Workdir(workdir).metrics, "a") as f:
                 f.write(json.dumps(record) + "\n")
         if tensorboard:
             tensorboard.epoch(record)
         print(f"epoch {epoch + 1}: train_loss {train_loss:.4f}  val_loss {record['val_loss']:.4f}  "
               f"val_macro_f1 {record['val_macro_f1']:.4f} (fitted thresholds: {record['val_macro_f1_fitted']:.4f} "
               f"in-sample, {record['val_macro_f1_cross_fitted']:.4f} cross-fitted)")
-        checkpoint.save(manager, int(state.step), state, checkpoint.epoch_metrics(record, best_metric(config)))
+        checkpoint.save(manager, int(state.step), state,
+                        checkpoint.epoch_metrics(record, config.checkpoint.best_metric))
         if stop.signum is not None and epoch + 1 < config.train.num_epochs:
             checkpoint.wait(manager)
             raise TrainingInterrupted(f"stopped by {signal_name(stop.signum)} at the end of epoch {epoch + 1} (step "
@@ -428,10 +276,6 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop,
                                       f"same command to resume", stop.signum)
     checkpoint.wait(manager)
     return record
-
-
-def best_metric(config) -> str:
-    return checkpoint.check_best_metric(config.checkpoint.get("best_metric", checkpoint.BEST_METRIC))
 
 
 def signal_name(signum: int) -> str:

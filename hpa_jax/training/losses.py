@@ -1,8 +1,8 @@
 """Multi-label losses from logits: per class, E-loss weighted, per sample, hard-sampled.
 
 The loss is kept per sample, shape (B,), so that the caller reduces it after gathering the
-global batch: a plain mean, or the paper's hard sampler (`hard_sample_mean`), which must rank
-the losses of the whole batch, not of one device's shard.
+global batch: a plain mean, or the paper's hard sampler (`hard_sample_selection`), which must
+rank the losses of the whole batch, not of one device's shard.
 """
 
 import math
@@ -97,15 +97,25 @@ def num_hard_samples(batch_size: int, ratio: float) -> int:
     return max(1, math.ceil(round(ratio * batch_size, 9)))
 
 
-def hard_sample_mean(per_sample: jnp.ndarray, ratio: float) -> jnp.ndarray:
-    """The paper's hard sampler: the mean of the K = ceil(ratio * B) largest per-sample losses.
+def hard_sample_selection(per_sample: jnp.ndarray, ratio: float,
+                          axis_name: str | None = None) -> tuple[jnp.ndarray, jnp.ndarray, int]:
+    """The paper's hard sampler: which K = ceil(ratio * B) samples of the global batch of B have
+    the largest losses. Returns (global 0/1 selection (B,), this device's part of it, K); the
+    train step backpropagates sum(per_sample * part) / K summed over devices, the mean of the top
+    K losses, and every other sample gets exactly zero gradient.
 
-    `per_sample` is the whole global batch (B,), already gathered over devices, since the top
-    K of a shard are not the top K of the batch. The other samples get exactly zero gradient.
-    Equal losses are taken lower index first (`jax.lax.top_k`'s order), so the selection is
-    deterministic. ratio = 1 is the plain mean.
+    Inside `shard_map`, `axis_name` names the mesh axis the batch is split over: the losses are
+    gathered from every device first, since the top K of a shard are not the top K of the batch.
+    With `axis_name=None` `per_sample` is the whole batch. Equal losses are taken lower global
+    index first (`jax.lax.top_k`'s order), so the selection is deterministic; ratio 1 takes all.
     """
-    k = num_hard_samples(per_sample.shape[0], ratio)
-    if k == per_sample.shape[0]:
-        return per_sample.mean()
-    return jax.lax.top_k(per_sample, k)[0].mean()
+    ranked = jax.lax.stop_gradient(per_sample)
+    if axis_name is not None:
+        ranked = jax.lax.all_gather(ranked, axis_name, tiled=True)
+    k = num_hard_samples(ranked.shape[0], ratio)
+    _, chosen = jax.lax.top_k(ranked, k)
+    selected = jnp.zeros_like(ranked).at[chosen].set(1.0)
+    if axis_name is None:
+        return selected, selected, k
+    shard = per_sample.shape[0]
+    return selected, jax.lax.dynamic_slice_in_dim(selected, jax.lax.axis_index(axis_name) * shard, shard), k

@@ -7,10 +7,9 @@ starts from scratch as if the finder had never run.
 
 import csv
 import itertools
-import pathlib
 
 import jax
-import matplotlib
+from matplotlib.figure import Figure
 import numpy as np
 import optax
 from tqdm import tqdm
@@ -19,12 +18,11 @@ from hpa_jax.runtime import distributed, sharding
 from hpa_jax.training import optim
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
-from hpa_jax.models import create_model_from_config, encoder_module_sort_key
+from hpa_jax.models import create_model_from_config
 from hpa_jax.training.state import create_train_state
-from hpa_jax.training.loop import class_weights_for, make_train_step
+from hpa_jax.training.step import class_weights_for, make_train_step
+from hpa_jax.workdir import Workdir
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 def exponential_schedule(start_lr: float, end_lr: float, num_steps: int) -> optax.Schedule:
@@ -52,16 +50,14 @@ def suggest_lr(lrs: np.ndarray, smoothed: np.ndarray) -> float:
 def lr_find(config, workdir) -> dict:
     """Runs the range test on the training folds; writes `lr_find.csv` and `lr_find.png`."""
     f = config.lr_find
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    run = Workdir(workdir)
+    run.path.mkdir(parents=True, exist_ok=True)
     dataset = distributed.primary_first(load_dataset, config)
     train_idx, _ = dataset.split(config.data.fold)
     mesh = sharding.make_mesh()
-    sharding.check_divisible(config.train.batch_size, mesh, "train.batch_size")
     schedule = exponential_schedule(f.start_lr, f.end_lr, f.num_steps)
     # The layer-group multipliers still apply to the swept LR.
-    tx = optim.make_optimizer(config.optim, schedule,
-                              module_sort_key=encoder_module_sort_key(config.model.name))
+    tx = optim.optimizer_from_config(config, schedule)
     model = create_model_from_config(config)
     state = create_train_state(model, tx, jax.random.key(config.seed), image_size=config.data.crop_size,
                                in_channels=config.in_channels, pretrained=config.model.pretrained,
@@ -72,11 +68,7 @@ def lr_find(config, workdir) -> dict:
 
     def endless_batches():
         for epoch in itertools.count():
-            yield from pipeline.train_batches(source, batch_size=config.train.batch_size,
-                                              crop_size=config.data.crop_size, seed=config.seed, epoch=epoch,
-                                              num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-                                              num_workers=config.data.num_workers,
-                                              process_index=jax.process_index(), process_count=jax.process_count())
+            yield from pipeline.train_batches_from_config(config, source, epoch=epoch)
 
     rows, best, smoother = [], np.inf, SmoothedLoss(f.smoothing)
     dropout_rng = jax.random.key(config.seed + 1)
@@ -97,18 +89,19 @@ def lr_find(config, workdir) -> dict:
     finite = np.isfinite(smoothed)
     suggestion = suggest_lr(lrs[finite], smoothed[finite])
     if distributed.is_primary():
-        with open(workdir / "lr_find.csv", "w", newline="") as fh:
+        with open(run.lr_find_table, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["step", "lr", "loss", "smoothed_loss"])
             writer.writerows(rows)
-        plot_lr_find(lrs, smoothed, suggestion, workdir / "lr_find.png")
+        plot_lr_find(lrs, smoothed, suggestion, run.lr_find_figure)
     print(f"lr_find: {len(rows)} steps from lr {lrs[0]:.1e} to {lrs[-1]:.1e}; the smoothed loss still falls up to "
-          f"lr {suggestion:.2e} (suggested) -> {workdir / 'lr_find.png'}")
+          f"lr {suggestion:.2e} (suggested) -> {run.lr_find_figure}")
     return {"suggested_lr": suggestion, "num_steps": len(rows)}
 
 
 def plot_lr_find(lrs, smoothed, suggestion: float, out_path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(lrs, smoothed)
     ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.1e}")
     ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title="LR range test")
@@ -116,4 +109,3 @@ def plot_lr_find(lrs, smoothed, suggestion: float, out_path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out_path, dpi=110)
-    plt.close(fig)

@@ -12,7 +12,6 @@ PyTorch's CosineAnnealingWarmRestarts (SGDR), the paper's "cycles".
 """
 
 import itertools
-import math
 import re
 from typing import Any, Callable
 
@@ -21,6 +20,10 @@ import jax.numpy as jnp
 import optax
 
 from hpa_jax.errors import ConfigError
+from hpa_jax.models import encoder_module_sort_key
+
+OPTIMIZERS = ("sgd", "adamw")                 # optim.name
+SCHEDULES = ("cosine", "cosine_restarts")     # optim.schedule
 
 
 def _natural_key(name: str):
@@ -63,21 +66,6 @@ def _cycle_lengths(first: int, mult: int, total: int) -> list[int]:
     return lengths
 
 
-def _is_int_at_least(value, low: int) -> bool:
-    return int(value) == value >= low
-
-
-def _check_schedule(optim_config) -> None:
-    if optim_config.schedule not in ("cosine", "cosine_restarts"):
-        raise ConfigError(f"unknown optim.schedule {optim_config.schedule!r}: expected 'cosine' or 'cosine_restarts'")
-    if optim_config.schedule == "cosine_restarts" and not (_is_int_at_least(optim_config.cycle_epochs, 1)
-                                                            and _is_int_at_least(optim_config.cycle_mult, 1)):
-        raise ConfigError(f"optim.cycle_epochs ({optim_config.cycle_epochs}) and optim.cycle_mult "
-                          f"({optim_config.cycle_mult}) must be integers >= 1")
-    if not _is_int_at_least(optim_config.warmup_epochs, 0):
-        raise ConfigError(f"optim.warmup_epochs must be an integer >= 0, got {optim_config.warmup_epochs}")
-
-
 def _cosine(lr: float, min_lr: float, steps: int) -> optax.Schedule:
     """lr -> min_lr over `steps`: min_lr + (lr - min_lr) * (1 + cos(pi * t / steps)) / 2."""
     return optax.cosine_decay_schedule(lr, steps, alpha=min_lr / lr if lr else 0.0)
@@ -92,7 +80,6 @@ def learning_rate_schedule(optim_config, *, steps_per_epoch: int, num_epochs: in
     of PyTorch's CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) stepped once per batch. The
     last cycle is built whole, so a run that stops mid-cycle follows it until it stops.
     """
-    _check_schedule(optim_config)
     lr, min_lr = optim_config.lr, optim_config.min_lr
     warmup = int(optim_config.warmup_epochs) * steps_per_epoch
     remaining = max(num_epochs * steps_per_epoch - warmup, 1)
@@ -112,7 +99,6 @@ def cycle_end_epochs(optim_config, num_epochs: int) -> list[int]:
     """The 1-based epochs at which a cosine cycle ends (its LR at its minimum) within the run,
     for saving one checkpoint per cycle. "cosine" is one cycle ending at `num_epochs`; a
     restart cycle cut short by the end of the run is not listed."""
-    _check_schedule(optim_config)
     if optim_config.schedule == "cosine":
         return [num_epochs]
     warmup = int(optim_config.warmup_epochs)
@@ -131,7 +117,7 @@ def _group_optimizer(optim_config, lr: optax.Schedule) -> optax.GradientTransfor
                            optax.sgd(lr, momentum=optim_config.momentum))
     if optim_config.name == "adamw":
         return optax.chain(_add_l1(optim_config.l1), optax.adamw(lr, weight_decay=optim_config.weight_decay))
-    raise ConfigError(f"unknown optim.name {optim_config.name!r}: expected 'sgd' or 'adamw'")
+    raise ConfigError(f"unknown optim.name {optim_config.name!r}: expected one of {', '.join(OPTIMIZERS)}")
 
 
 def make_optimizer(optim_config, schedule: optax.Schedule, *,
@@ -144,8 +130,12 @@ def make_optimizer(optim_config, schedule: optax.Schedule, *,
     and Adam's moments are per parameter and do not depend on it.
     """
     multipliers = tuple(float(m) for m in optim_config.group_lr_multipliers)
-    if not all(math.isfinite(m) and m >= 0 for m in multipliers):
-        raise ConfigError(f"optim.group_lr_multipliers must be finite and >= 0, got {multipliers}")
     transforms = {group: _group_optimizer(optim_config, lambda step, m=m: m * schedule(step))
                   for group, m in enumerate(multipliers)}
     return optax.multi_transform(transforms, lambda params: param_groups(params, len(multipliers), module_sort_key))
+
+
+def optimizer_from_config(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """`make_optimizer` for a run's `config.optim`, its layer groups in the forward order of
+    `config.model.name`'s encoder."""
+    return make_optimizer(config.optim, schedule, module_sort_key=encoder_module_sort_key(config.model.name))

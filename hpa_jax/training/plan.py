@@ -37,11 +37,13 @@ import numpy as np
 from hpa_jax.evaluation import inference
 from hpa_jax.reporting import outputs
 from hpa_jax.runtime import distributed, sharding
-from hpa_jax.training import optim, loop as train
+from hpa_jax.training import optim
+from hpa_jax.training.state import abstract_train_state
+from hpa_jax.training.step import class_weights_for, make_train_step
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.errors import UserError, warn
-from hpa_jax.models import create_model_from_config, encoder_module_sort_key
+from hpa_jax.models import create_model_from_config
 
 MEMORY_FIELDS = ("argument", "output", "alias", "temp", "generated_code")
 
@@ -49,14 +51,10 @@ MEMORY_FIELDS = ("argument", "output", "alias", "temp", "generated_code")
 # ---- the config's shapes --------------------------------------------------------------------
 
 def step_batches(config, mesh) -> dict:
-    """Per-device train and eval batches, refused as training refuses them: a global batch not a
-    multiple of the mesh's devices, or a per-device batch that `train.accumulation_steps` does
-    not divide, is a one-line ConfigError naming the field."""
-    sharding.check_divisible(config.train.batch_size, mesh, "train.batch_size")
-    sharding.check_divisible(config.eval.batch_size, mesh, "eval.batch_size")
+    """Per-device train and eval batches of a config validated for the mesh's devices (which
+    refuses, as training does, batches that do not split over them or over the accumulation steps)."""
     per_device = config.train.batch_size // mesh.size
-    accumulation = train.check_accumulation_steps(per_device, config.train.get("accumulation_steps", 1))
-    return {"train_per_device": per_device, "accumulation_steps": accumulation,
+    return {"train_per_device": per_device, "accumulation_steps": int(config.train.accumulation_steps),
             "eval_per_device": config.eval.batch_size // mesh.size}
 
 
@@ -93,7 +91,7 @@ def stand_in_class_weights(config) -> np.ndarray | None:
     program's cost. Distinct values, as real ones are: a constant of equal weights is one XLA
     stores differently (8 bytes less of temporaries on the tests' tiny model)."""
     stand_in_labels = np.tril(np.ones((config.num_classes, config.num_classes), np.uint8))
-    return train.class_weights_for(config, stand_in_labels)
+    return class_weights_for(config, stand_in_labels)
 
 
 def model_and_optimizer(config):
@@ -101,7 +99,7 @@ def model_and_optimizer(config):
     training's form (warm-up, cycles); one step per epoch stands in for the data's count, which
     changes only its constants."""
     schedule = optim.learning_rate_schedule(config.optim, steps_per_epoch=1, num_epochs=config.train.num_epochs)
-    tx = optim.make_optimizer(config.optim, schedule, module_sort_key=encoder_module_sort_key(config.model.name))
+    tx = optim.optimizer_from_config(config, schedule)
     return create_model_from_config(config), tx
 
 
@@ -229,7 +227,7 @@ def measured_shape(config, per_device: int, accumulation: int, size: int, platfo
     if platform != "cpu" or steps * step_flops <= CPU_MEASURE_FLOPS:
         return per_device, size
     wanted = max(int(config.plan.measure_batch), 1)
-    smaller = int(config.plan.get("measure_size", 0) or size)
+    smaller = int(config.plan.measure_size or size)
     return min(-(-wanted // accumulation) * accumulation, per_device), min(smaller, size)
 
 
@@ -314,7 +312,7 @@ def data_summary(config, source, error: str | None, measured: dict | None) -> di
     except UserError as e:
         return {"error": str(e)}
     host_rate = measured["images_per_s_host"] if measured else None
-    packed = bool(config.data.get("packed"))
+    packed = bool(config.data.packed)
     return {"source": f"packed store {config.data.packed}" if packed else f"{config.data.format} files",
             "work": "read, crop/D4" if packed else "read, decode, crop/D4", "samples": len(source),
             "images_per_s_per_worker": rate,
@@ -448,7 +446,7 @@ def compile_programs(config, mesh, model, abstract_state, sizes: dict, batches: 
     seconds), and the measured {"per_device_batch", "image_size"}. Programs that will not run
     compile for analysis only (`ANALYSIS_ONLY`); each compiles while the next is lowered."""
     platform, per_device, size = mesh.local_devices[0].platform, batches["train_per_device"], sizes["train"]
-    train_step = train.make_train_step(config, mesh, stand_in_class_weights(config))
+    train_step = make_train_step(config, mesh, stand_in_class_weights(config))
     predict_step = inference.make_predict_step(model, config, mesh)
 
     def lower_train(per_device_batch, side):
@@ -477,8 +475,9 @@ def compile_programs(config, mesh, model, abstract_state, sizes: dict, batches: 
 
 def plan(config, workdir) -> dict:
     """Prints the plan of `config`'s training and writes `workdir/plan.json`; trains nothing.
-    Refuses (ConfigError) batches training would refuse. Problems found (memory, input
-    pipeline, no data to time) are warnings: the rest of the plan is still made."""
+    `config` is validated for the devices first (`hpa_jax.config.validate`, as `hpa_jax.main` does),
+    which refuses the batches training would refuse. Problems found (memory, input pipeline, no
+    data to time) are warnings: the rest of the plan is still made."""
     started = time.perf_counter()
     workdir = pathlib.Path(workdir)
     mesh = sharding.make_mesh()
@@ -488,7 +487,7 @@ def plan(config, workdir) -> dict:
     source, sample_shape, data_error = open_data(config)
     sizes = image_sizes(config, sample_shape)
     model, tx = model_and_optimizer(config)
-    abstract_state = inference.abstract_train_state(model, tx, config.in_channels, mesh)
+    abstract_state = abstract_train_state(model, tx, config.in_channels, mesh)
     size, per_device = sizes["train"], batches["train_per_device"]
 
     compiled, measured_at = compile_programs(config, mesh, model, abstract_state, sizes, batches)

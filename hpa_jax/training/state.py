@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from hpa_jax.models import TRACE_SIZE
 from hpa_jax.models.convert import apply_pretrained
+from hpa_jax.runtime import sharding
 
 
 class TrainState(train_state.TrainState):
@@ -27,3 +29,13 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
         variables = apply_pretrained(variables, pretrained, model_name)
     return TrainState.create(apply_fn=model.apply, params=variables["params"],
                              batch_stats=variables.get("batch_stats", {}), tx=tx)
+
+
+def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, in_channels: int, mesh):
+    """The training state's shapes and dtypes, replicated over `mesh`, traced (`jax.eval_shape`)
+    without computing or allocating anything: what `--mode=plan` compiles the steps for. Params do
+    not depend on the image size traced."""
+    abstract = jax.eval_shape(lambda: create_train_state(model, tx, jax.random.key(0), image_size=TRACE_SIZE,
+                                                         in_channels=in_channels))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
+                        abstract)

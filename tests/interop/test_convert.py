@@ -2,18 +2,22 @@
 that name the offending tensor, and training's `model.pretrained` loading what it wrote."""
 
 import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import save_file
-from timm_twin import random_timm_model, state_dict_numpy, torch
 
 from hpa_jax.errors import CheckpointError, ConfigError
 from hpa_jax.models import convert, create_model
+from hpa_jax.models.timm_twin import random_timm_model, state_dict_numpy
 
 NAME = "resnet50"
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +56,7 @@ def test_refuses_missing_extra_and_misshaped_tensors(imagenet_like, damage, name
 def test_head_of_another_size_is_refused_unless_left_out(imagenet_like, tmp_path):
     save_file(imagenet_like, str(tmp_path / "in1k.safetensors"))
     out = tmp_path / "with_head"
-    assert convert.main(["--model", NAME, "--src", str(tmp_path / "in1k.safetensors"), "--out", str(out)]) == 0
+    convert.convert_checkpoint(NAME, tmp_path / "in1k.safetensors", out)
     model = create_model(NAME, 28, head="gap")
     init = jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 4)), train=False))()
     with pytest.raises(ConfigError, match="--no-head"):
@@ -63,8 +67,7 @@ def test_pth_and_safetensors_give_the_same_variables_and_training_starts_from_th
     torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in imagenet_like.items()}}, tmp_path / "in1k.pth")
     save_file(imagenet_like, str(tmp_path / "in1k.safetensors"))
     for src in ("in1k.pth", "in1k.safetensors"):
-        assert convert.main(["--model", NAME, "--src", str(tmp_path / src), "--out", str(tmp_path / src[5:]),
-                             "--no-head"]) == 0
+        convert.convert_checkpoint(NAME, tmp_path / src, tmp_path / src[5:], include_head=False)
     from_pth, meta = convert.load_pretrained(tmp_path / "pth")
     from_safetensors, _ = convert.load_pretrained(tmp_path / "safetensors")
     assert meta["model"] == NAME and meta["stem_rule"] == "red" and not meta["include_head"]
@@ -79,11 +82,17 @@ def test_pth_and_safetensors_give_the_same_variables_and_training_starts_from_th
     jax.tree.map(np.testing.assert_array_equal, merged["params"]["head"], init["params"]["head"])
 
 
-def test_unreadable_files_are_one_line_errors(tmp_path, capsys):
+def convert_command(*args) -> subprocess.CompletedProcess:
+    """`python -m hpa_jax.models.convert ARGS`, as README gives it."""
+    return subprocess.run([sys.executable, "-m", "hpa_jax.models.convert", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_unreadable_files_are_one_line_errors(tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"\x00\x01not a safetensors file")
-    assert convert.main(["--model", NAME, "--src", str(tmp_path / "broken.safetensors"),
-                         "--out", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err.strip()
+    result = convert_command("--model", NAME, "--src", tmp_path / "broken.safetensors", "--out", tmp_path / "out")
+    assert result.returncode == 1
+    err = result.stderr.strip()
     assert err.startswith("hpa_jax.models.convert: error: ") and "broken.safetensors" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
 
@@ -92,17 +101,19 @@ def test_training_command_starts_from_converted_weights(tmp_path):
     """As a user runs it: convert an ImageNet-style checkpoint with --no-head, train with
     --config.model.pretrained (LR 0, so the encoder stays as loaded) and find the converted
     tensors in the saved checkpoint."""
-    import sys
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     from test_cli import TINY, run_cli
 
     from configs import quickstart
-    from hpa_jax.evaluation.inference import restore_variables, training_config
+    from hpa_jax.config.upgrade import training_config
+    from hpa_jax.evaluation.inference import restore_variables
 
     state_dict = state_dict_numpy(random_timm_model("resnet18", num_classes=1000, in_chans=3))
     save_file(state_dict, str(tmp_path / "resnet18.safetensors"))
-    assert convert.main(["--model", "resnet18", "--src", str(tmp_path / "resnet18.safetensors"),
-                         "--out", str(tmp_path / "weights"), "--no-head"]) == 0
+    result = convert_command("--model", "resnet18", "--src", tmp_path / "resnet18.safetensors",
+                             "--out", tmp_path / "weights", "--no-head")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(classifier left out)" in result.stdout
     workdir = tmp_path / "run"
     overrides = ["--config.model.name=resnet18", "--config.model.width=64", "--config.optim.lr=0.0",
                  "--config.optim.weight_decay=0.0", f"--config.model.pretrained={tmp_path / 'weights'}"]

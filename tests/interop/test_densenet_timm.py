@@ -3,14 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-pytest.importorskip("timm", reason="the parity tests need timm and torch: pip install torch==2.14.1 "
-                    "torchvision==0.29.1 timm, as .ci/run does")
-
-from timm_twin import parity_error, timm_param_count  # noqa: E402
-
-from hpa_jax.models import create_model, densenet  # noqa: E402
+from hpa_jax.models import create_model, densenet
+from hpa_jax.models.timm_twin import parity_error, timm_param_count
 
 SMALLEST = densenet.MIN_INPUT_SIZE   # 29 px; 28 leaves a 1x1 map before the last transition
 

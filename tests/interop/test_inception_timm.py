@@ -3,9 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from timm_twin import parity_error, timm_param_count
 
 from hpa_jax.models import create_model, inception
+from hpa_jax.models.timm_twin import parity_error, timm_param_count
 
 NAME = "inception_v4"
 

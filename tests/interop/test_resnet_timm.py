@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from timm_twin import parity_error, timm_param_count
 
 from hpa_jax.models import create_model
+from hpa_jax.models.timm_twin import parity_error, timm_param_count
 
 NAMES = ["resnet50", "resnet101", "seresnext50_32x4d"]
 

@@ -1,20 +1,23 @@
-"""A timm model and its converted Flax twin on the same random input, for the parity tests."""
+"""A timm model and its converted Flax twin on the same random input: the parity that
+tests/interop asserts and `scripts/benchmark.py models` reports.
+
+Needs torch and timm (requirements-interop.txt, the `interop` extra); they are imported when a
+function is called, so the package imports without them.
+"""
 
 import jax
 import numpy as np
-import pytest
 
-timm = pytest.importorskip("timm", reason="timm (and torch) are not installed: pip install torch==2.14.1 "
-                           "torchvision==0.29.1 timm, as .ci/run does")
-torch = pytest.importorskip("torch")
-
-from hpa_jax.models import create_model  # noqa: E402
-from hpa_jax.models.convert import convert_state_dict  # noqa: E402
+from hpa_jax.models import create_model
+from hpa_jax.models.convert import convert_state_dict
 
 
 def random_timm_model(name: str, *, num_classes: int = 28, in_chans: int = 4, seed: int = 0):
     """timm's model in eval mode with every BatchNorm given random affine parameters and running
     statistics, so that a BatchNorm mapped to the wrong place (or left at its init) shows up."""
+    import timm  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
     torch.manual_seed(seed)
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
     with torch.no_grad():
@@ -28,12 +31,15 @@ def random_timm_model(name: str, *, num_classes: int = 28, in_chans: int = 4, se
 
 
 def state_dict_numpy(model) -> dict[str, np.ndarray]:
+    """A torch model's state_dict as numpy arrays, keyed as in PyTorch."""
     return {k: v.detach().numpy() for k, v in model.state_dict().items()}
 
 
 def parity_error(name: str, size: int, batch: int = 2, grouped_conv: str = "auto") -> tuple[float, np.ndarray]:
     """max |flax - timm| / max |timm| over the logits of a random batch, and timm's logits; our
     model's grouped convolutions (if any) run with `grouped_conv`."""
+    import torch  # noqa: PLC0415
+
     timm_model = random_timm_model(name)
     torch.manual_seed(1)
     x = torch.randn(batch, 4, size, size)
@@ -47,5 +53,8 @@ def parity_error(name: str, size: int, batch: int = 2, grouped_conv: str = "auto
 
 
 def timm_param_count(name: str) -> int:
+    """Parameters of timm's model with 4 input channels and 28 classes."""
+    import timm  # noqa: PLC0415
+
     model = timm.create_model(name, pretrained=False, num_classes=28, in_chans=4)
     return sum(p.numel() for p in model.parameters())
