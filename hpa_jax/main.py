@@ -10,7 +10,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from hpa_jax import console
-from hpa_jax.config import command_line, shipped as config_files
+from hpa_jax.config import command_line, shipped
 from hpa_jax.errors import one_line_errors
 
 MODES = ("train", "evaluate", "predict", "lr_find", "cv", "plan")
@@ -45,7 +45,7 @@ def main(argv):
     from hpa_jax.data.datasets import default_cache_dir
     from hpa_jax.evaluation import modes
     from hpa_jax.runtime import distributed, startup
-    from hpa_jax.training import cv, lr_finder, loop, plan
+    from hpa_jax.training import cv, loop, lr_finder, plan
 
     startup.start_up(default_cache_dir() / "xla")
 
@@ -75,8 +75,8 @@ def main(argv):
 
 def cli():
     """The `hpa-jax` console script, as `python -m hpa_jax.main`; `--config=configs/NAME.py` also
-    works outside the checkout (the configs shipped with the package, `config_files`)."""
-    sys.argv = config_files.resolve_argv(sys.argv)
+    works outside the checkout (the configs shipped with the package, `config.shipped`)."""
+    sys.argv = shipped.resolve_argv(sys.argv)
     console.run(main, __name__, flags_parser=command_line.parse_flags)
 
 

@@ -4,8 +4,15 @@ documents (`hpa_jax.postprocess.search_thresholds`): macro-F1 and the label-prio
 `hpa_jax.reporting.outputs`."""
 
 from hpa_jax.evaluation.metrics import label_prior_baseline, macro_f1, per_class_counts, per_class_f1, per_class_scores
-from hpa_jax.evaluation.thresholds import (COARSE_GRID, FINE_GRID, THRESHOLD_METHODS, apply_thresholds,
-                                           cross_fitted_predictions, force_one_label, search_thresholds)
+from hpa_jax.evaluation.thresholds import (
+                                           COARSE_GRID,
+                                           FINE_GRID,
+                                           THRESHOLD_METHODS,
+                                           apply_thresholds,
+                                           cross_fitted_predictions,
+                                           force_one_label,
+                                           search_thresholds,
+)
 from hpa_jax.reporting.outputs import format_predicted, write_submission
 
 __all__ = ["COARSE_GRID", "FINE_GRID", "THRESHOLD_METHODS", "apply_thresholds", "cross_fitted_predictions",

@@ -1,5 +1,5 @@
 """`python -m hpa_jax.predict --workdir=RUN --images=DIR --out=OUT`: a trained run on a folder of
-one's own fields, no CSV needed; the command line of `folder_predict.predict_folder`.
+one's own fields, no CSV needed; the command line of `hpa_jax.folder.predict.predict_folder`.
 
 Every `{Id}_{red,green,blue,yellow}.{png,tif,jpg}` set in DIR, of any size, is predicted with the
 run's checkpoint and thresholds (`RUN/thresholds.json` when it has one, else its

@@ -9,9 +9,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from hpa_jax.data import combined, duplicates
-from hpa_jax.data import folds as folds_lib
-from hpa_jax.data import pipeline
+from hpa_jax.data import combined, duplicates, folds as folds_lib, pipeline
 from hpa_jax.errors import ConfigError, DataError
 
 SOURCES = ("kaggle", "synthetic")   # data.source

@@ -34,8 +34,15 @@ from PIL import Image
 
 from hpa_jax.classes import CHANNELS
 from hpa_jax.data import kaggle
-from hpa_jax.data.kaggle import (MISSING_FILE, UNREADABLE, WRONG_MODE, Problem, ProblemError, channel_planes,
-                                 resize_uint8)
+from hpa_jax.data.kaggle import (
+    MISSING_FILE,
+    UNREADABLE,
+    WRONG_MODE,
+    Problem,
+    ProblemError,
+    channel_planes,
+    resize_uint8,
+)
 from hpa_jax.errors import ConfigError
 
 FORMATS = ("png", "tif", "jpg")

@@ -17,12 +17,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hpa_jax.evaluation.thresholds import apply_thresholds, search_thresholds
-
-from hpa_jax.reporting import outputs
 from hpa_jax.classes import NUM_CLASSES
 from hpa_jax.data.kaggle import multi_hot, read_labels_csv
 from hpa_jax.errors import DataError
+from hpa_jax.evaluation.thresholds import apply_thresholds, search_thresholds
+from hpa_jax.reporting import outputs
 
 METHODS = ("mean", "weighted", "rank")
 

@@ -9,11 +9,10 @@ coloured by each image's most probable class.
 import pathlib
 
 import matplotlib
-from matplotlib.figure import Figure
 import numpy as np
+from matplotlib.figure import Figure
 
 from hpa_jax.classes import CLASS_NAMES
-
 
 
 def save_embeddings(path, ids, features) -> pathlib.Path:

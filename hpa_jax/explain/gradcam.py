@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from hpa_jax.collectives import MESH_AXIS
 from hpa_jax.data import pipeline
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import TRACE_SIZE
-from hpa_jax.collectives import MESH_AXIS
 
 
 def check_has_map(model, name: str) -> None:

@@ -9,12 +9,11 @@ how strongly (the probability says that).
 import pathlib
 
 import matplotlib
-from matplotlib.figure import Figure
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image
 
 from hpa_jax.classes import CLASS_NAMES, class_slug
-
 
 DISPLAY_MIN, DISPLAY_MAX = 256, 768   # displayed side: small inputs magnified, full-size fields reduced
 HEAT_ALPHA = 0.6                      # opacity of the heat at its maximum

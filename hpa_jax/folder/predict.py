@@ -18,19 +18,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from hpa_jax.explain import maps as cams_lib
-from hpa_jax.explain import embeddings as embeddings_lib
-from hpa_jax.evaluation import inference
-from hpa_jax.evaluation.thresholds import apply_thresholds
-from hpa_jax.explain import gradcam as explain
-from hpa_jax.folder import images as folder
-from hpa_jax.reporting import outputs
-from hpa_jax.runtime import sharding
 from hpa_jax.classes import CLASS_NAMES
-from hpa_jax.evaluation.ensemble import read_thresholds
 from hpa_jax.config import upgrade
 from hpa_jax.config.validate import divisible
 from hpa_jax.errors import ConfigError, DataError
+from hpa_jax.evaluation import inference
+from hpa_jax.evaluation.ensemble import read_thresholds
+from hpa_jax.evaluation.thresholds import apply_thresholds
+from hpa_jax.explain import embeddings as embeddings_lib, gradcam, maps as cams_lib
+from hpa_jax.folder import images as folder
+from hpa_jax.reporting import outputs
+from hpa_jax.runtime import sharding
 
 KAGGLE_SIZE = 512   # the Kaggle release's PNGs: a run that read its PNGs at their own size saw these
 
@@ -188,8 +186,8 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
     divisible("eval.batch_size (--batch_size)", config.eval.batch_size, mesh.size)
     predict_step = inference.make_predict_step(model, config, mesh)
     if cams:
-        explain.check_has_map(model, config.model.name)
-    explain_step = (explain.make_explain_step(model, config, mesh, cams=cams, features=embeddings,
+        gradcam.check_has_map(model, config.model.name)
+    explain_step = (gradcam.make_explain_step(model, config, mesh, cams=cams, features=embeddings,
                                               cam_shifts=cam_shifts) if cams or embeddings else None)
 
     out.mkdir(parents=True, exist_ok=True)

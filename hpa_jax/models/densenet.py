@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hpa_jax.errors import ConfigError
 from hpa_jax.collectives import MESH_AXIS
+from hpa_jax.errors import ConfigError
 from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, BatchNorm, max_pool, torch_conv
 
 # timm's DenseNet initialises convolutions with kaiming_normal_ in its default fan_in mode,

@@ -52,8 +52,8 @@ import jax
 import jax.numpy as jnp
 
 from hpa_jax.errors import ConfigError
-from hpa_jax.models.heads import adaptive_concat_pool
 from hpa_jax.models import layers
+from hpa_jax.models.heads import adaptive_concat_pool
 from hpa_jax.models.layers import scaled, torch_conv
 
 ENCODER_NAMES = ("gapnet_pl",)

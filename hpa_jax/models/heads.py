@@ -11,8 +11,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hpa_jax.errors import ConfigError
 from hpa_jax.collectives import MESH_AXIS
+from hpa_jax.errors import ConfigError
 from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, BatchNorm
 
 POOLS = ("acp", "gap")   # model.head.pool

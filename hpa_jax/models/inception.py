@@ -11,11 +11,10 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from hpa_jax.collectives import MESH_AXIS
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import layers
-from hpa_jax.collectives import MESH_AXIS
-from hpa_jax.models.layers import (BATCH_NORM_DEFAULTS, BatchNorm, conv_init, join_sequential_indices,
-                                   scaled, torch_conv)
+from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, BatchNorm, conv_init, join_sequential_indices, scaled, torch_conv
 
 ENCODER_NAMES = ("inception_v4",)
 TIMM_CLASSIFIER = "last_linear"

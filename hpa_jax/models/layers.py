@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from hpa_jax.errors import ConfigError
 from hpa_jax.collectives import ordered_mean
+from hpa_jax.errors import ConfigError
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 means a decay of 0.9 here). Batch statistics
 # are averaged over the device mesh axis so training does not depend on how many devices

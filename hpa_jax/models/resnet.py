@@ -13,8 +13,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hpa_jax.collectives import MESH_AXIS
-from hpa_jax.models.layers import (BATCH_NORM_DEFAULTS, BatchNorm, conv_init, join_sequential_indices,
-                                   max_pool, torch_conv)
+from hpa_jax.models.layers import (
+    BATCH_NORM_DEFAULTS,
+    BatchNorm,
+    conv_init,
+    join_sequential_indices,
+    max_pool,
+    torch_conv,
+)
 
 __all__ = ["ENCODER_NAMES", "ResNetEncoder", "build_encoder", "flax_module_path"]
 

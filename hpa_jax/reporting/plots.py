@@ -8,7 +8,6 @@ from matplotlib.figure import Figure
 from hpa_jax.runtime.distributed import is_primary
 
 
-
 def plot_training_curves(metrics_path, out_path) -> pathlib.Path:
     """Loss (train and validation) and validation macro-F1 per epoch (at the threshold, and with
     per-class thresholds cross-fitted where recorded), side by side (drawn by the primary process

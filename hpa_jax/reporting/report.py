@@ -6,12 +6,10 @@ import pathlib
 import numpy as np
 from matplotlib.figure import Figure
 
-
-from hpa_jax.reporting import outputs
 from hpa_jax.classes import CLASS_NAMES
+from hpa_jax.reporting import outputs
 from hpa_jax.runtime.distributed import is_primary
 from hpa_jax.workdir import Workdir
-
 
 
 def _per_class_f1_figure(f1_default, f1_fitted, out_path):

@@ -19,7 +19,6 @@ from hpa_jax.classes import NUM_CLASSES, class_slug
 from hpa_jax.workdir import Workdir
 
 
-
 class Summaries:
     """The run's TensorBoard writer; a no-op on processes other than 0 (or when `enabled` is False)."""
 

@@ -30,9 +30,9 @@ import sys
 import jax
 import orbax.checkpoint as ocp
 
+from hpa_jax.errors import CheckpointError, ConfigError, first_line, is_bug, warn
 from hpa_jax.runtime import distributed
 from hpa_jax.workdir import Workdir
-from hpa_jax.errors import CheckpointError, ConfigError, first_line, is_bug, warn
 
 # What "best" means (`checkpoint.best_metric`), each metric with its direction: +1 higher is
 # better. An epoch's checkpoint stores the chosen one's value as BEST_SCORE, signed so that higher

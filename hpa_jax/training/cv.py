@@ -9,14 +9,12 @@ import pathlib
 
 import numpy as np
 
+from hpa_jax.data.datasets import load_dataset
 from hpa_jax.evaluation import inference, metrics
-
-from hpa_jax.evaluation.thresholds import (apply_thresholds, cross_fitted_predictions, report_scores,
-                                           search_thresholds)
+from hpa_jax.evaluation.thresholds import apply_thresholds, cross_fitted_predictions, report_scores, search_thresholds
 from hpa_jax.reporting import outputs, report
 from hpa_jax.runtime import distributed
-from hpa_jax.training import loop as train
-from hpa_jax.data.datasets import load_dataset
+from hpa_jax.training import loop
 from hpa_jax.workdir import Workdir
 
 
@@ -65,7 +63,7 @@ def cross_validate(config, workdir) -> dict:
         fold_config.data.fold = fold
         fold_dir = run.fold(fold)
         print(f"cv: fold {fold + 1}/{num_folds} -> {fold_dir.path}")
-        train.train_and_evaluate(fold_config, fold_dir.path)
+        loop.train_and_evaluate(fold_config, fold_dir.path)
         val_probs, fold_test = fold_predictions(fold_config, fold_dir.path, dataset, fold)
         val_idx = dataset.split(fold)[1]
         oof[val_idx] = val_probs

@@ -9,20 +9,19 @@ import csv
 import itertools
 
 import jax
-from matplotlib.figure import Figure
 import numpy as np
 import optax
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from hpa_jax.runtime import distributed, sharding
-from hpa_jax.training import optim
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.models import create_model_from_config
+from hpa_jax.runtime import distributed, sharding
+from hpa_jax.training import optim
 from hpa_jax.training.state import create_train_state
 from hpa_jax.training.step import class_weights_for, make_train_step
 from hpa_jax.workdir import Workdir
-
 
 
 def exponential_schedule(start_lr: float, end_lr: float, num_steps: int) -> optax.Schedule:

@@ -34,16 +34,16 @@ import time
 import jax
 import numpy as np
 
+from hpa_jax.data import pipeline
+from hpa_jax.data.datasets import load_dataset
+from hpa_jax.errors import UserError, warn
 from hpa_jax.evaluation import inference
+from hpa_jax.models import create_model_from_config
 from hpa_jax.reporting import outputs
 from hpa_jax.runtime import distributed, sharding
 from hpa_jax.training import optim
 from hpa_jax.training.state import abstract_train_state
 from hpa_jax.training.step import class_weights_for, make_train_step
-from hpa_jax.data import pipeline
-from hpa_jax.data.datasets import load_dataset
-from hpa_jax.errors import UserError, warn
-from hpa_jax.models import create_model_from_config
 
 MEMORY_FIELDS = ("argument", "output", "alias", "temp", "generated_code")
 

@@ -12,10 +12,10 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
+from hpa_jax.collectives import MESH_AXIS, ordered_sum
 from hpa_jax.data import pipeline
 from hpa_jax.errors import ConfigError
 from hpa_jax.runtime import distributed
-from hpa_jax.collectives import MESH_AXIS, ordered_sum
 from hpa_jax.training import losses
 from hpa_jax.training.state import TrainState
 

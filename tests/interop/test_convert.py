@@ -16,6 +16,9 @@ from hpa_jax.errors import CheckpointError, ConfigError
 from hpa_jax.models import convert, create_model
 from hpa_jax.models.timm_twin import random_timm_model, state_dict_numpy
 
+pytest.importorskip("timm", reason="timm (and torch) are not installed: pip install -r requirements-interop.txt, "
+                    "as .ci/run does")
+
 NAME = "resnet50"
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

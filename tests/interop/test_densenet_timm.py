@@ -3,9 +3,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from hpa_jax.models import create_model, densenet
 from hpa_jax.models.timm_twin import parity_error, timm_param_count
+
+pytest.importorskip("timm", reason="timm (and torch) are not installed: pip install -r requirements-interop.txt, "
+                    "as .ci/run does")
 
 SMALLEST = densenet.MIN_INPUT_SIZE   # 29 px; 28 leaves a 1x1 map before the last transition
 

@@ -8,6 +8,9 @@ import pytest
 from hpa_jax.models import create_model
 from hpa_jax.models.timm_twin import parity_error, timm_param_count
 
+pytest.importorskip("timm", reason="timm (and torch) are not installed: pip install -r requirements-interop.txt, "
+                    "as .ci/run does")
+
 NAMES = ["resnet50", "resnet101", "seresnext50_32x4d"]
 
 
