@@ -14,6 +14,7 @@ from hpa_jax.config import command_line, shipped
 from hpa_jax.errors import one_line_errors
 
 MODES = ("train", "evaluate", "predict", "lr_find", "cv", "plan")
+RESTORING = ("evaluate", "predict")   # the modes that run a trained checkpoint
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -59,13 +60,18 @@ def main(argv):
     with distributed.exit_promptly(), one_line_errors(f"hpa_jax{distributed.label()}"), distributed.lost_peers(), \
             distributed.quiet_unless_primary():
         command_line.check_workdir(FLAGS.workdir)
-        validate(FLAGS.config, jax.device_count())   # the one check of the config, before any work
+        # The one check of the config, before any work: as given for the modes that train or plan (a
+        # plan needs no data); evaluate and predict take the model, optimiser and input settings from
+        # the run's config.json, so theirs is checked once merged, before each restores anything.
+        given = [mode for mode in FLAGS.mode if mode not in RESTORING]
+        if given:
+            validate(FLAGS.config, jax.device_count(), needs_data=given != ["plan"])
         results = {}
         for mode in FLAGS.mode:
             config = FLAGS.config
-            if mode in ("evaluate", "predict"):   # the model, optimiser and input settings the checkpoint has
+            if mode in RESTORING:
                 config = training_config(config, FLAGS.workdir)
-                validate(config, jax.device_count())
+                validate(config, jax.device_count(), needs_data=True)
             results[mode] = run[mode](config, FLAGS.workdir)
             distributed.barrier(f"after {mode}")
         if "evaluate" in results and FLAGS.mode[-1] != "evaluate":

@@ -47,15 +47,14 @@ import subprocess
 import sys
 import time
 
-import ml_collections
 import numpy as np
 
 from hpa_jax.reporting.performance import machine, read_or_empty
+from hpa_jax.workdir import Workdir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
 RESULTS = REPO / "docs" / "ablation_runs"
-KEPT = ("config.json", "metrics.jsonl")
 ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 # The benchmark's size: 33 trainings in ~1 h 40 min on two cores (two runs side by side, ~4.5 min each).
@@ -203,7 +202,7 @@ def keep(run_dir: pathlib.Path, kept: pathlib.Path, ids, labels, train_counts, p
     """The run's files the report reads, in the repo (~100 KB a run): probabilities in float16,
     whose steps (at most 2^-11 below 1) are far finer than the 0.01 grid thresholds are fitted on."""
     copy_kept(run_dir, kept)
-    np.savez_compressed(kept / "val_probs.npz", ids=ids, labels=labels.astype(np.uint8), train_counts=train_counts,
+    np.savez_compressed(Workdir(kept).val_probs, ids=ids, labels=labels.astype(np.uint8), train_counts=train_counts,
                         **{k: np.asarray(v, np.float16) for k, v in probs.items()})
 
 
@@ -211,8 +210,9 @@ def copy_kept(run_dir: pathlib.Path, kept: pathlib.Path) -> None:
     import shutil
 
     kept.mkdir(parents=True, exist_ok=True)
-    for name in KEPT:
-        shutil.copyfile(run_dir / name, kept / name)
+    run = Workdir(run_dir)
+    for path in (run.config, run.metrics):
+        shutil.copyfile(path, kept / path.name)
 
 
 def pending(args) -> list[tuple[str, int]]:
@@ -287,14 +287,14 @@ def curve_name(row: str, factor: float) -> str:
 
 def epoch_records(run_dir: pathlib.Path) -> list[dict]:
     """A run's `metrics.jsonl`, one record per epoch ([] where there is none)."""
-    path = run_dir / "metrics.jsonl"
+    path = Workdir(run_dir).metrics
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
 
 
 def curve_done(kept: pathlib.Path) -> bool:
     """A `curve` run is kept once its epoch records reach the configured last epoch."""
     records = epoch_records(kept)
-    return bool(records) and len(records) >= json.loads((kept / "config.json").read_text())["train"]["num_epochs"]
+    return bool(records) and len(records) >= json.loads(Workdir(kept).config.read_text())["train"]["num_epochs"]
 
 
 def run_curve(name: str, seed: int, factor: float, run_dir: pathlib.Path, kept: pathlib.Path) -> float:
@@ -348,13 +348,14 @@ def score_run(run_dir: pathlib.Path, tta: bool, thresholds: bool, seed: int) -> 
     """A row's figures for one run: macro-F1 at 0.5 and cross-fitted over the fold's stratified
     halves, the headline (cross-fitted if the row fits thresholds, else at 0.5), and the
     headline's per-class F1 averaged over common and rare classes."""
+    from hpa_jax.config import upgrade
     from hpa_jax.evaluation import metrics, validation
     from hpa_jax.evaluation.thresholds import cross_fitted_predictions, search_thresholds
     from hpa_jax.data.datasets import fold_seed
 
-    saved = np.load(run_dir / "val_probs.npz")
+    saved = np.load(Workdir(run_dir).val_probs)
     labels, probs = saved["labels"].astype(bool), saved["d4" if tta else "plain"].astype(np.float32)
-    config = ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
+    config = upgrade.read(Workdir(run_dir).config)
     halves = validation.validation_halves(labels, fold_seed(config))
     at_half = probs > 0.5
     crossed = cross_fitted_predictions(probs, labels, halves)
@@ -633,7 +634,7 @@ def weights_table(runs: dict) -> list[str]:
 
     if not runs:
         return []
-    counts = {"this benchmark's training fold": np.load(next(iter(runs.values())) / "val_probs.npz")["train_counts"],
+    counts = {"this benchmark's training fold": np.load(Workdir(next(iter(runs.values()))).val_probs)["train_counts"],
               "Kaggle's 31,072 images": np.asarray(KAGGLE_TRAIN_COUNTS)}
     common = common_classes()
     lines = ["| alpha | counts | largest / smallest weight | mean weight, common classes | mean weight, rare classes |",

@@ -20,6 +20,7 @@ import numpy as np
 
 from hpa_jax.classes import CHANNELS
 from hpa_jax.reporting.performance import machine, merge_rows, publish, section_body, table_rows, timed, when
+from hpa_jax.workdir import Workdir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "performance.md"
@@ -164,7 +165,7 @@ def quickstart_run(workdir: pathlib.Path, overrides) -> tuple[float, dict]:
                "--mode=train,evaluate,predict", *overrides]
     start = time.time()
     subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.time() - start, json.loads((workdir / "eval_metrics.json").read_text())
+    return time.time() - start, json.loads(Workdir(workdir).eval_metrics.read_text())
 
 
 def run_quickstart(args) -> str:
@@ -206,7 +207,7 @@ def run_zoo(args) -> str:
         if args.epochs:
             overrides.append(f"--config.train.num_epochs={args.epochs}")
         seconds, result = quickstart_run(args.workdir / name, overrides)
-        epochs = json.loads((args.workdir / name / "config.json").read_text())["train"]["num_epochs"]
+        epochs = json.loads(Workdir(args.workdir / name).config.read_text())["train"]["num_epochs"]
         rows.append(f"| {name} | {epochs} | {seconds / 60:.1f} min | {result['val_macro_f1']:.4f} | "
                     f"{result['val_macro_f1_fitted_in_sample']:.4f} | {result['label_prior_macro_f1']:.4f} | {when()} |")
         print(rows[-1], flush=True)

@@ -11,15 +11,14 @@ what `"auto"` was chosen from; and the zoo's max-pools, whose gradient `layers.m
 faster than XLA's own.
 """
 
-import argparse
 import functools
 import pathlib
 
 import jax
 import numpy as np
 
-from hpa_jax.reporting.performance import (machine, merge_rows, section_body, subsections, table_rows,
-                                           timed_interleaved, when, publish)
+from hpa_jax.reporting.performance import (area_main, machine, merge_rows, section_body, subsections, table_rows,
+                                           timed_interleaved, when)
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
@@ -284,10 +283,7 @@ def run(args) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    publish(args.doc, "models", run(args))
+    area_main("models", add_arguments, run, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

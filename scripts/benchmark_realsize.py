@@ -43,6 +43,7 @@ import time
 from hpa_jax.classes import CHANNELS
 from hpa_jax.config.shipped import load
 from hpa_jax.reporting.performance import machine, publish, when
+from hpa_jax.workdir import Workdir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -114,10 +115,10 @@ def measure_config(name: str, data: pathlib.Path, tmp: pathlib.Path) -> dict:
     seconds = {mode: run_main([*cpu_args, f"--mode={mode}"], 1, tmp / "cache")
                for mode in ("plan", "train", "evaluate", "predict")}
     record = {"name": name, "paper_batch": batch, "gpu_batch": gpu_batch, "seconds": seconds,
-              "gpu_plan": json.loads((projection / "plan.json").read_text()),
-              "cpu_plan": json.loads((cpu / "plan.json").read_text()),
-              "metrics": [json.loads(line) for line in (cpu / "metrics.jsonl").read_text().splitlines()],
-              "eval": json.loads((cpu / "eval_metrics.json").read_text()), "when": when()}
+              "gpu_plan": json.loads(Workdir(projection).plan.read_text()),
+              "cpu_plan": json.loads(Workdir(cpu).plan.read_text()),
+              "metrics": [json.loads(line) for line in Workdir(cpu).metrics.read_text().splitlines()],
+              "eval": json.loads(Workdir(cpu).eval_metrics.read_text()), "when": when()}
     shutil.rmtree(projection)
     shutil.rmtree(cpu)
     return record
@@ -241,7 +242,7 @@ def run_plan(args) -> str:
             workdir = tmp / f"run{i}"
             seconds = run_main([f"--config=configs/{name}.py", f"--config.data.dir={data}", f"--workdir={workdir}",
                                 "--mode=plan", *overrides], 1, tmp / f"cache{i}")
-            plan = json.loads((workdir / "plan.json").read_text())
+            plan = json.loads(Workdir(workdir).plan.read_text())
             measured = plan["measured"] or {}
             rows.append(f"| {name}{' ' + ' '.join(overrides) if overrides else ''} | {plan['model']} | "
                         f"{seconds:.0f} s | {plan['seconds']:.0f} s | {plan['train_step']['compile_seconds']:.0f} s | "

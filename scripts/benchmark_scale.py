@@ -22,7 +22,6 @@ hashes with real data's share of near-copies.
     python scripts/benchmark_scale.py ...      # the same, run directly
 """
 
-import argparse
 import json
 import os
 import pathlib
@@ -34,7 +33,7 @@ import time
 
 from hpa_jax.classes import CHANNELS
 from hpa_jax.data import duplicates
-from hpa_jax.reporting.performance import publish, when
+from hpa_jax.reporting.performance import area_main, when
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "performance.md"
@@ -320,10 +319,7 @@ def main(argv=None):
     if argv[:1] == ["--step"]:      # one step, in the process `measure` started
         STEPS[argv[1]](*argv[2:])
         return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    publish(args.doc, "scale", run(args))
+    area_main("scale", add_arguments, run, argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

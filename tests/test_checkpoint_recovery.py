@@ -71,10 +71,20 @@ def copy_of(reference, name, tmp_path):
     return workdir
 
 
+def array_files(step_dir):
+    return [p for p in (step_dir / "default").rglob("*") if p.is_file() and "/d/" in p.as_posix()]
+
+
 def truncate_largest_array_file(step_dir):
-    files = [p for p in (step_dir / "default").rglob("*") if p.is_file() and "/d/" in p.as_posix()]
-    largest = max(files, key=lambda p: p.stat().st_size)
+    largest = max(array_files(step_dir), key=lambda p: p.stat().st_size)
     largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+
+
+def truncate_every_array_file(step_dir):
+    """What evaluate and predict notice: they read only the params and batch statistics, so a
+    checkpoint whose damaged file holds only optimiser state still evaluates (correctly)."""
+    for path in array_files(step_dir):
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 CORRUPTIONS = {
@@ -151,7 +161,7 @@ def test_evaluate_best_falls_back_with_a_warning(reference, tmp_path, capsys):
     """`evaluate` with the best checkpoint (3, the only one with metrics) truncated scores the
     readable one, step 4, exactly as evaluating step 4 of an intact copy does."""
     workdir = copy_of(reference, "at4", tmp_path)
-    truncate_largest_array_file(workdir / "checkpoints" / "3")
+    truncate_every_array_file(workdir / "checkpoints" / "3")
     capsys.readouterr()
     result = modes.evaluate(reference["config"], workdir)
     [warning] = warnings_in(capsys.readouterr().err)
@@ -170,7 +180,7 @@ def test_explicit_corrupt_step_is_one_line_and_exits_nonzero(reference, tmp_path
     """`--config.eval.checkpoint=4` with step 4 truncated: one `hpa_jax: error:` line naming the
     folder, no traceback, exit 1, and nothing moved (the user asked for that step)."""
     workdir = copy_of(reference, "at4", tmp_path)
-    truncate_largest_array_file(workdir / "checkpoints" / "4")
+    truncate_every_array_file(workdir / "checkpoints" / "4")
     config = reference["config"]
     result = cli("-m", "hpa_jax.main", "--config=configs/quickstart.py", f"--workdir={workdir}", "--mode=evaluate",
                  "--config.eval.checkpoint=4", "--config.data.num_folds=4", "--config.eval.batch_size=16",

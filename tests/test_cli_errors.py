@@ -62,7 +62,7 @@ def test_a_bug_inside_keeps_its_type():
      "--config.train.bogus: the config has no field train.bogus"),
     (["--config=configs/no_such_config.py"], "--config=configs/no_such_config.py: configs/no_such_config.py is not "
                                              "a config file (nor a config shipped with the package: "),
-    (["--config=configs/quickstart.py", "--config.optim.lr=-1"], "optim.lr=-1.0: expected a number > 0"),
+    (["--config=configs/quickstart.py", "--config.optim.lr=-1"], "optim.lr=-1.0: expected a number >= 0"),
     (["--config=configs/quickstart.py", "--config.train.num_epochs=0"], "train.num_epochs=0: expected an integer >= 1"),
     (["--config=configs/quickstart.py", "--config.data.image_size=64"],
      "data.crop_size=112 is larger than data.image_size=64, the images it is cut from"),

@@ -57,8 +57,7 @@ def test_shipped_configs_and_the_defaults_validate(name):
     ("eval__tta", (), r"eval.tta=\(\): expected D4"),
     ("checkpoint__best_metric", "f1", "checkpoint.best_metric='f1': expected one of val_macro_f1, "),
     # numbers out of range
-    ("optim__lr", -1.0, r"optim.lr=-1.0: expected a number > 0"),
-    ("optim__lr", 0.0, r"optim.lr=0.0: expected a number > 0"),
+    ("optim__lr", -1.0, r"optim.lr=-1.0: expected a number >= 0"),
     ("optim__min_lr", 0.1, r"optim.min_lr=0.1: expected a number in \[0, 0.003\]"),
     ("optim__cycle_mult", 0, "optim.cycle_mult=0: expected an integer >= 1"),
     ("optim__warmup_epochs", -1, "optim.warmup_epochs=-1: expected an integer >= 0"),

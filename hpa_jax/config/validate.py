@@ -26,12 +26,13 @@ NAMED_CHECKPOINTS = ("best", "latest")
 D4_TRANSFORMS = 8
 
 
-def validate(config, num_devices: int | None = None) -> None:
+def validate(config, num_devices: int | None = None, *, needs_data: bool = False) -> None:
     """Raises a one-line ConfigError at the first field of `config` that cannot work; with
-    `num_devices`, the batch sizes must also split evenly over that many devices."""
+    `num_devices`, the batch sizes must also split evenly over that many devices. `needs_data`: the
+    work will read the dataset (every mode but plan), so a Kaggle-layout source needs `data.dir`."""
     check_fields(config)
     _check_top(config)
-    _check_data(config)
+    _check_data(config, needs_data)
     _check_model(config)
     _check_optim(config)
     _check_batches(config, num_devices)
@@ -83,11 +84,13 @@ def _check_top(c) -> None:
     _integer(c, "in_channels", 1)
 
 
-def _check_data(c) -> None:
+def _check_data(c, needs_data: bool = False) -> None:
     from hpa_jax.data import combined, duplicates, kaggle, oversample, sources  # noqa: PLC0415
-    from hpa_jax.data.datasets import SOURCES  # noqa: PLC0415
+    from hpa_jax.data.datasets import NO_DATA_DIR, SOURCES  # noqa: PLC0415
 
     _choice(c, "data.source", SOURCES)
+    if needs_data and c.data.source == "kaggle" and not c.data.dir:
+        raise ConfigError(NO_DATA_DIR)
     _choice(c, "data.format", sources.FORMATS)
     _choice(c, "data.yellow", sources.YELLOW_RULES)
     _choice(c, "data.depth16", sources.DEPTH16_RULES)
@@ -157,7 +160,7 @@ def _check_optim(c) -> None:
     from hpa_jax.training.optim import OPTIMIZERS, SCHEDULES  # noqa: PLC0415
 
     _choice(c, "optim.name", OPTIMIZERS)
-    lr = _real(c, "optim.lr", 0.0, low_open=True)
+    lr = _real(c, "optim.lr", 0.0)   # 0 freezes the weights (a pretrained encoder kept as loaded)
     multipliers = _value(c, "optim.group_lr_multipliers")
     if not (_is_sequence(multipliers) and multipliers and all(_is_real(m) and m >= 0 for m in multipliers)):
         raise ConfigError(f"optim.group_lr_multipliers={multipliers!r}: expected one finite number >= 0 per layer "

@@ -13,6 +13,8 @@ from hpa_jax.data import combined, duplicates, folds as folds_lib, pipeline
 from hpa_jax.errors import ConfigError, DataError
 
 SOURCES = ("kaggle", "synthetic")   # data.source
+NO_DATA_DIR = ("data.dir is not set: pass --config.data.dir=/path/to/hpa (a folder with train.csv and train/), or run "
+               "--config=configs/quickstart.py to use the embedded synthetic dataset")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +84,7 @@ def resolve_root(data_config) -> pathlib.Path:
     if data_config.source != "kaggle":
         raise ConfigError(f"unknown data.source {data_config.source!r}: expected one of {', '.join(SOURCES)}")
     if not data_config.dir:
-        raise DataError("data.dir is not set: pass --config.data.dir=/path/to/hpa (a folder with train.csv and "
-                        "train/), or run --config=configs/quickstart.py to use the embedded synthetic dataset")
+        raise DataError(NO_DATA_DIR)
     root = pathlib.Path(data_config.dir).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: data.dir is not a folder")

@@ -6,6 +6,7 @@ A section lies between `<!-- benchmark:NAME -->` and `<!-- /benchmark:NAME -->`;
 Markdown, one row a line, so that rerunning some rows keeps the others (each says when it ran).
 """
 
+import argparse
 import datetime
 import os
 import pathlib
@@ -148,3 +149,12 @@ def publish(path, name: str, body: str, *, whole: bool = False) -> pathlib.Path:
     print(body)
     print(f"-> {path}")
     return path
+
+
+def area_main(name: str, add_arguments, run, argv=None, description: str = "") -> pathlib.Path:
+    """The command line of an area's own script: `add_arguments(parser)` (which gives `--doc`),
+    then `run(args)`'s Markdown published as section `name` of `--doc`."""
+    parser = argparse.ArgumentParser(description=description)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return publish(args.doc, name, run(args))
