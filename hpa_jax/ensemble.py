@@ -6,7 +6,6 @@ The list flags take their values comma-separated (absl's `--inputs=a.npz,b.npz`)
 """
 
 import functools
-import pathlib
 import sys
 
 from absl import app, flags
@@ -15,6 +14,7 @@ from hpa_jax import console
 from hpa_jax.errors import one_line_errors
 from hpa_jax.evaluation.ensemble import METHODS, ensemble_predictions, write_outputs
 from hpa_jax.evaluation.thresholds import THRESHOLD_METHODS
+from hpa_jax.workdir import Workdir
 
 PROG = "hpa_jax.ensemble"
 LISTS = ("inputs", "weights", "fit_thresholds")   # spaced values gathered (console.spaced_lists)
@@ -87,7 +87,7 @@ def main(argv):
         path = write_outputs(f.out, ids, probs, preds, fit)
     if fit:
         print(f"thresholds ({fit['method']}) fitted on {fit['num_oof']} out-of-fold images: macro-F1 "
-              f"{fit['oof_macro_f1']:.4f} -> {pathlib.Path(f.out) / 'thresholds.json'}")
+              f"{fit['oof_macro_f1']:.4f} -> {Workdir(f.out).thresholds}")
     print(f"ensemble ({f.method}) of {len(f.inputs)} files: {len(ids)} images -> {path}")
 
 

@@ -18,9 +18,6 @@ class Workdir:
     def __init__(self, path):
         object.__setattr__(self, "path", pathlib.Path(path))
 
-    def __truediv__(self, name: str) -> pathlib.Path:
-        return self.path / name
-
     # training
     @property
     def config(self) -> pathlib.Path:

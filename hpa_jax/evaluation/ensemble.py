@@ -22,6 +22,7 @@ from hpa_jax.data.kaggle import multi_hot, read_labels_csv
 from hpa_jax.errors import DataError
 from hpa_jax.evaluation.thresholds import apply_thresholds, search_thresholds
 from hpa_jax.reporting import outputs
+from hpa_jax.workdir import Workdir
 
 METHODS = ("mean", "weighted", "rank")
 
@@ -192,11 +193,11 @@ def write_outputs(out, ids, probs, preds, fit) -> pathlib.Path:
         with tempfile.TemporaryDirectory(dir=out, prefix=".ensemble-") as tmp:
             tmp = pathlib.Path(tmp)
             np.savez(tmp / "ensemble_probs.npz", ids=np.asarray(ids, str), probs=probs)
-            outputs.write_submission(tmp / "submission.csv", ids, preds)
-            if fit:
-                (tmp / "thresholds.json").write_text(json.dumps(fit, indent=2) + "\n")
+            outputs.write_submission(Workdir(tmp).submission, ids, preds)
+            if fit:   # as --mode=cv writes a run's thresholds, which hpa_jax.predict applies
+                Workdir(tmp).thresholds.write_text(json.dumps(fit, indent=2) + "\n")
             for path in sorted(tmp.iterdir()):
                 path.replace(out / path.name)
     except OSError as e:
         raise DataError(f"{out}: cannot write the outputs ({e.strerror or e})") from None
-    return out / "submission.csv"
+    return Workdir(out).submission

@@ -29,14 +29,15 @@ from hpa_jax.explain import embeddings as embeddings_lib, gradcam, maps as cams_
 from hpa_jax.folder import images as folder
 from hpa_jax.reporting import outputs
 from hpa_jax.runtime import sharding
+from hpa_jax.workdir import Workdir
 
 KAGGLE_SIZE = 512   # the Kaggle release's PNGs: a run that read its PNGs at their own size saw these
 
 
 def run_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
     """The run's own config (`config.json`) brought up to today's fields and validated, as
-    evaluate/predict take it (`inference.training_config`)."""
-    path = workdir / "config.json"
+    evaluate/predict take it (`hpa_jax.config.upgrade.training_config`)."""
+    path = Workdir(workdir).config
     if not path.is_file():
         raise ConfigError(f"{path}: not found; --workdir must be a training run's folder (config.json, checkpoints/)")
     return upgrade.read(path)
@@ -59,7 +60,7 @@ def input_size(config, override: int = 0) -> tuple[int, str]:
 
 def run_thresholds(workdir: pathlib.Path, config) -> tuple[np.ndarray, str]:
     """The run's fitted `thresholds.json` when it has one (`--mode=cv`), else `eval.threshold`."""
-    path = workdir / "thresholds.json"
+    path = Workdir(workdir).thresholds
     if path.is_file():
         return read_thresholds(path), str(path)
     return np.float32(config.eval.threshold), f"eval.threshold={config.eval.threshold}"
