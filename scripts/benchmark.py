@@ -18,7 +18,6 @@ import time
 
 import numpy as np
 
-from hpa_jax.classes import CHANNELS
 from hpa_jax.reporting.performance import machine, merge_rows, publish, section_body, table_rows, timed, when
 from hpa_jax.workdir import Workdir
 
@@ -262,98 +261,10 @@ def run_bfloat16(args) -> str:
         "| compute dtype | seed | wall time | macro-F1 at 0.5 | fitted (in-sample) |", "|---|---|---|---|---|", *rows])
 
 
-# ---- data: packed store vs PNG decoding -------------------------------------------------------
-
-KAGGLE_SAMPLE = REPO.parent / "shared" / "data" / "hpa_kaggle_sample"
-
-
-def add_data_arguments(parser):
-    parser.add_argument("--data_dir", type=pathlib.Path, default=KAGGLE_SAMPLE,
-                        help="Kaggle-layout folder (train.csv, train/ with 512 px PNGs)")
-    parser.add_argument("--crop", type=int, default=448, help="random_crop_d4 crop size")
-    parser.add_argument("--passes", type=int, default=3, help="timed passes over the images per path (median)")
-
-
-def pil_loop_reader(folder):
-    """The PyTorch HPA kernels' reader: PIL opens each channel PNG in a Python loop."""
-    from PIL import Image
-
-    def read(image_id):
-        return np.stack([np.array(Image.open(folder / f"{image_id}_{c}.png")) for c in CHANNELS], -1)
-
-    return read
-
-
-def images_per_second(get, n: int, crop: int, passes: int) -> float:
-    """Single-thread img/s of get(i) + random_crop_d4 over i in 0..n-1: one warm-up pass (page
-    cache, imports), then the median of `passes` timed passes (as `--mode=plan` times a worker)."""
-    from hpa_jax.data.pipeline import reader_images_per_second
-
-    return reader_images_per_second(get, n, crop, passes)
-
-
-def run_data(args) -> str:
-    import tempfile
-
-    import pandas as pd
-
-    from hpa_jax.data import pack, pipeline
-
-    folder = args.data_dir / "train"
-    if not folder.is_dir():
-        message = f"skipped: {folder} not found (the 512 px Kaggle sample)"
-        print(message)
-        return f"## data: packed store vs PNG decoding\n\n{message}.\n"
-    ids = pd.read_csv(args.data_dir / "train.csv", dtype=str)["Id"].to_numpy()
-    labels = np.zeros((len(ids), 28), np.uint8)
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        store = pack.pack_folder(folder, ids, pathlib.Path(tmp) / "train", num_threads=1, progress=False)
-        pack_seconds = time.perf_counter() - start
-        size = pack.read_meta(store)["size"]
-        store_mib = (store / pack.IMAGES).stat().st_size / 2**20
-        png_mib = sum(f.stat().st_size for f in folder.iterdir() if f.name.split("_")[0] in set(ids)) / 2**20
-        decoded = pipeline.ImageSource(folder, ids, labels)
-        packed = pipeline.PackedSource(store, ids, labels)
-        read_pil = pil_loop_reader(folder)
-        n, crop, passes = len(ids), args.crop, args.passes
-        rates = {
-            "(a) PNG decode (`ImageSource`, `sources.read_sample`) + augment":
-                images_per_second(lambda i: decoded[i], n, crop, passes),
-            "(b) packed store (`PackedSource`, memory-mapped) + augment":
-                images_per_second(lambda i: packed[i], n, crop, passes),
-            "(c) PIL loop over the 4 PNGs (PyTorch HPA baseline) + augment":
-                images_per_second(lambda i: {"image": read_pil(ids[i])}, n, crop, passes),
-        }
-    a, b, c = rates.values()
-    rows = "\n".join(f"| {name} | {rate:,.0f} | {rate / a:.2f}x |" for name, rate in rates.items())
-    return f"""## data: packed store vs PNG decoding
-
-Measured on: {machine()}.
-
-Images per second per worker: one Python thread, no reader threads, no grain, reading each of the
-{n} real {size} px Kaggle images of `{args.data_dir.name}/train` (4 PNG channel files each, {png_mib:.1f} MiB)
-and applying `pipeline.random_crop_d4` ({crop} px crop and a D4 transform), median of {passes} passes
-after a warm-up pass (so the PNG files and the store are in the page cache: this compares decoding,
-not disk reads). The packed store was written by `pack.pack_folder` (as `python -m hpa_jax.data.pack`)
-at the stored size in {pack_seconds:.1f} s with one thread: {store_mib:.1f} MiB uncompressed
-({store_mib / png_mib:.1f}x the PNGs), so it trades disk space for decoding time. Grain's reader
-threads (`data.num_threads`) multiply each rate by up to the cores free for them; this machine's
-other load (the 1-min load above) lowers all three alike.
-
-| path | img/s per worker | vs (a) |
-|---|---|---|
-{rows}
-
-Packed is {b / a:.1f}x the PNG path (target: at least 5x) and {b / c:.1f}x the PIL loop, which runs at
-{c / a:.2f}x the PNG path (both decode with PIL; `read_sample` adds its file and mode checks).
-"""
-
 # name -> (add its options, run it and return its Markdown, one-line help)
 BENCHMARKS = {
     "postprocess": (add_postprocess_arguments, run_postprocess, "threshold search: jitted vs a scikit-learn loop"),
     "quickstart": (add_quickstart_arguments, run_quickstart, "README's quickstart: wall time and scores"),
-    "data": (add_data_arguments, run_data, "images/s: packed store vs PNG decoding vs a PIL loop"),
     "zoo": (add_zoo_arguments, run_zoo, "the quickstart once per encoder: wall time and scores"),
     "bfloat16": (add_bfloat16_arguments, run_bfloat16, "the quickstart in bfloat16 vs float32 over seeds"),
 }
@@ -366,6 +277,7 @@ SCRIPTS = {
     "plan": (["benchmark_realsize.py", "plan"], "how long --mode=plan takes per paper config"),
     "realsize": (["benchmark_realsize.py", "realsize"],
                  "the six paper configs at full size: plan, CPU steps, GPU needs (docs/scaling.md)"),
+    "input": (["benchmark_input.py"], "the input pipeline: decoding and packed reading, per thread and process"),
 }
 
 

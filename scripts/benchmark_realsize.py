@@ -10,7 +10,7 @@ width:
 
 1. `--mode=plan` as for a GPU run of the paper's batch on 8 GPUs: 8 (simulated) devices, bfloat16,
    the global batch rounded up to a multiple of 8, the predict step with the 8 D4 TTA views: XLA's
-   FLOPs and memory per device of both steps, and one reader worker's images/s on the real images.
+   FLOPs and memory per device of both steps, and one core's images/s on the real images (decoded, packed).
 2. On this CPU (one device, float32), on the 101 real Kaggle sample images in the Kaggle layout:
    `--mode=plan` (the measured step time), then `train` for 2 steps of 4 images
    (`train.steps_per_epoch=2`, one epoch) with its validation, `evaluate` on the held-out fold (one
@@ -136,8 +136,8 @@ def rows_for(record: dict, gpu_tflops: float, gpu_memory_gb: float) -> tuple[str
     gpu_rate = gpu_tflops * 1e12 / flops_per_image                       # images/s per GPU
     predict_rate = gpu_tflops * 1e12 / (predict["flops_per_device"] / predict["per_device_batch"])
     need = max(train["memory"]["total_bytes"], train["memory"].get("peak_bytes") or 0)
-    worker = data.get("images_per_s_per_worker")
-    workers = math.ceil(GPUS * gpu_rate / worker) if worker else None
+    per_core = {name: path["images_per_s_per_core"] for name, path in data.get("paths", {}).items()}
+    cores = {name: math.ceil(GPUS * gpu_rate / rate) for name, rate in per_core.items() if rate}
     m = cpu["measured"]
     s = record["seconds"]
     name = f"{record['name']} ({gpu['model'].split(' ')[0]})"
@@ -150,7 +150,8 @@ def rows_for(record: dict, gpu_tflops: float, gpu_memory_gb: float) -> tuple[str
                f"{s['evaluate']:.0f} s | {s['predict']:.0f} s | {record['eval']['num_images']} | {record['when']} |")
     gpu_row = (f"| {name} | {gib(need)} GiB of {gpu_memory_gb:.0f} ({'fits' if need <= gpu_memory_gb * 2**30 else 'does NOT fit'}) | "
                f"{gpu_rate:,.0f} | {GPUS * gpu_rate:,.0f} | {predict_rate:,.0f} | "
-               f"{worker:.0f} | {workers} |")
+               f"{per_core.get('decoded', 0):.0f} | {cores.get('decoded')} | {per_core.get('packed', 0):,.0f} | "
+               f"{cores.get('packed')} |")
     return plan_row, cpu_row, gpu_row
 
 
@@ -208,13 +209,14 @@ compilation (the first run of a program on a new machine), restore.
 Assumptions: one GPU sustains {args.gpu_tflops:.0f} bfloat16 TFLOP/s on these steps (an H100's
 dense peak is 989; {args.gpu_tflops:.0f} is what a ResNet50 at 512 px training at ~1,000 images/s
 per GPU implies), with {args.gpu_memory_gb:.0f} GB of memory; images/s = that rate / the step's FLOPs per
-image. Reader workers = {GPUS} GPUs' images/s / one worker's rate, measured here by the plan on the
-real PNGs (decode, resize to 768, crop, D4; one thread of this CPU). A packed store
-(`python -m hpa_jax.data.pack --size=768`, `data.packed`) reads without decoding: several times
-one PNG worker's rate (docs/performance.md, `data`).
+image. Cores = {GPUS} GPUs' images/s / one core's rate on each path, measured here by the plan
+with training's iterator on the real PNGs (decode, resize to 768, crop; one thread of this CPU)
+and on the same images held as a packed store holds them (`python -m hpa_jax.data.pack --size=768`,
+`data.packed`: a crop copied out, no decoding); docs/performance.md, `input`, has both paths in
+full.
 
-| config | train memory per GPU | train images/s per GPU | images/s on {GPUS} GPUs | predict images/s per GPU (8 TTA views) | PNG images/s per reader worker | PNG reader workers needed |
-|---|---|---|---|---|---|---|
+| config | train memory per GPU | train images/s per GPU | images/s on {GPUS} GPUs | predict images/s per GPU (8 TTA views) | PNG images/s per core | cores (PNG) | packed images/s per core | cores (packed) |
+|---|---|---|---|---|---|---|---|---|
 {chr(10).join(gpus)}
 """
 

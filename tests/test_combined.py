@@ -14,7 +14,7 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from PIL import Image
 
 from configs import default
-from hpa_jax.data import check, combined, kaggle, pack, pipeline, sources, stats
+from hpa_jax.data import combined, kaggle, pack, pipeline, sources, stats
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.errors import ConfigError, DataError
 

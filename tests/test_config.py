@@ -40,7 +40,7 @@ def test_shipped_configs_and_the_defaults_validate(name):
     ("data__format", "bmp", "data.format='bmp': expected one of png, tif, jpg"),
     ("data__yellow", "blue", "data.yellow='blue': expected one of mean_rg, red, green"),
     ("data__depth16", "log", "data.depth16='log': expected one of linear, percentile"),
-    ("data__resample", "nearest", "data.resample='nearest': expected one of lanczos, bilinear, box"),
+    ("data__resample", "nearest", "data.resample='nearest': expected one of linear, cubic, area, lanczos, bilinear, box"),
     ("data__duplicates", "remove", "data.duplicates='remove': expected one of none, drop, same_fold"),
     ("data__oversample_rounding", "up", "data.oversample_rounding='up': expected one of nearest, stochastic"),
     ("model__name", "resnet5", "model.name='resnet5': expected one of .*resnet50"),

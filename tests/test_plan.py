@@ -99,9 +99,13 @@ def test_plan_reports_xla_analysis_of_the_training_step(planned):
     measured = result["measured"]
     assert measured["per_device_batch"] == 2 and not measured["scaled"] and measured["step_seconds"] > 0
     assert measured["images_per_s_host"] == pytest.approx(measured["images_per_s_per_device"] * 8)
-    assert result["data"]["samples"] == 16 and result["data"]["images_per_s_per_worker"] > 0
-    assert result["data"]["workers_needed"] == -(-measured["images_per_s_host"]
-                                                 // result["data"]["images_per_s_per_worker"])
+    data = result["data"]
+    assert data["samples"] == 16 and data["configured"] == "decoded" and set(data["paths"]) == {"decoded", "packed"}
+    for path in data["paths"].values():
+        assert path["images_per_s_per_core"] > 0
+        assert path["cores_needed"] == -(-measured["images_per_s_host"] // path["images_per_s_per_core"])
+    # a copy out of memory is faster than decoding the files
+    assert data["paths"]["packed"]["images_per_s_per_core"] > data["paths"]["decoded"]["images_per_s_per_core"]
     assert json.loads((workdir / "plan.json").read_text()) == json.loads(json.dumps(result))
 
 
@@ -152,20 +156,29 @@ def test_warnings_without_data_and_beyond_the_device_memory(planned, tmp_path, c
     assert any(line.startswith("hpa_jax: warning: data path not timed: data.dir is not set") for line in err)
 
 
-def test_starving_input_pipeline_warns_naming_workers_and_cpus(tmp_path):
-    result = {"devices": {"memory_limit_bytes": None, "memory_limit_source": "unknown", "host_cpus": 2},
-              "train_step": {"memory": {"total_bytes": 1, "peak_bytes": 0}},
-              "predict_step": {"memory": {"total_bytes": 1, "peak_bytes": 0}},
-              "measured": {"images_per_s_host": 100.0},
-              "data": {"images_per_s_per_worker": 30.0, "workers_needed": plan.workers_needed(100.0, 30.0)}}
-    config = plan_config(tmp_path, **{"data.num_workers": 3})
-    warnings = plan.plan_warnings(result, config)
-    assert result["data"]["workers_needed"] == 4 and len(warnings) == 2
-    assert "4 workers are needed" in warnings[0] and "data.num_workers=3" in warnings[0]
-    assert "this host has 2 CPUs" in warnings[1]
-    config.data.num_workers = 4
-    result["devices"]["host_cpus"] = 4
-    assert plan.plan_warnings(result, config) == []
+def test_starving_input_pipeline_warns_naming_readers_cpus_and_the_pack_command(tmp_path):
+    """Too few readers: raise them; too few CPUs to decode: the pack command for this data; too few
+    to read even a packed store: read fewer pixels."""
+    def result(cpus, configured, threads, workers, rate=30.0):
+        return {"devices": {"memory_limit_bytes": None, "memory_limit_source": "unknown", "host_cpus": cpus},
+                "train_step": {"memory": {"total_bytes": 1, "peak_bytes": 0}},
+                "predict_step": {"memory": {"total_bytes": 1, "peak_bytes": 0}},
+                "measured": {"images_per_s_host": 100.0},
+                "data": {"source": "png files", "configured": configured, "num_threads": threads,
+                         "num_workers": workers, "paths": {configured: {"images_per_s_per_core": rate,
+                                                                        "cores_needed": plan.cores_needed(100.0, rate)}}}}
+
+    config = plan_config(tmp_path, **{"data.dir": "D", "data.image_size": 768})
+    assert plan.cores_needed(100.0, 30.0) == 4
+    [few_readers] = plan.plan_warnings(result(8, "decoded", 1, 3), config)
+    assert "4 cores are needed" in few_readers and "data.num_threads=1 x data.num_workers=3" in few_readers
+    assert plan.plan_warnings(result(8, "decoded", 2, 2), config) == []
+    [decoding] = plan.plan_warnings(result(2, "decoded", 2, 0), config)
+    assert decoding.startswith("decoding cannot keep up") and "this host has 2 CPUs" in decoding
+    assert "python -m hpa_jax.data.pack --data_dir=D --out=D/packed/train --size=768" in decoding
+    assert "--config.data.packed=D/packed" in decoding
+    [packed] = plan.plan_warnings(result(2, "packed", 2, 0), config)
+    assert "this host has 2 CPUs" in packed and "data.image_size" in packed
 
 
 def test_cli_plan(tmp_path):
@@ -176,7 +189,7 @@ def test_cli_plan(tmp_path):
     out = result.stdout
     assert "plan: resnet18 (acp head, float32), 8 cpu device(s) in the mesh" in out
     assert "train step     2 x 32 px per device in 2 micro-batches (global batch 16)" in out
-    assert "predict step   2 x 32 px per device, 1 TTA view(s)" in out and "images/s per reader worker" in out
+    assert "predict step   2 x 32 px per device, 1 TTA view(s)" in out and "images/s per core" in out
     saved = json.loads((tmp_path / "w" / "plan.json").read_text())
     assert saved["train_step"]["flops_per_device"] > 0 and saved["devices"]["mesh"] == 8
 

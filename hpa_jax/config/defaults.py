@@ -50,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.sources = ()
     c.data.yellow = "mean_rg"                      # jpg: yellow plane from the RGB yellow file: "mean_rg" | "red" | "green"
     c.data.depth16 = "linear"                      # tif: 16 -> 8 bit: "linear" (x / 257) | "percentile" (0.1-99.9% stretch)
-    c.data.resample = "lanczos"                    # resize filter: "lanczos" | "bilinear" | "box"
+    c.data.resample = "linear"                     # resize rule: "linear" | "cubic" | "area" (OpenCV), "lanczos" | "bilinear" | "box" (PIL)
     c.data.image_size = 0                          # resize every image to this square size first; 0 keeps it
     # Packed stores (python -m hpa_jax.data.pack): read P/train (training, validation) and P/test
     # (prediction) instead of decoding channel files; data.dir still gives train.csv and the Ids.
@@ -67,9 +67,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.fold_seed = config_dict.placeholder(int)  # seed of the folds; None = seed (fix it to vary seed on one split)
     c.data.mean = HPA_MEAN
     c.data.std = HPA_STD
-    c.data.num_threads = 8                         # grain reader threads decoding PNGs (per worker process)
-    c.data.num_workers = 0                         # training reader processes (grain mp_prefetch); 0 = threads only
-    c.data.prefetch = 4                            # batches grain prepares ahead
+    c.data.num_threads = config_dict.FieldReference("auto", field_type=object)  # reader threads (per process), or "auto"
+    c.data.num_workers = config_dict.FieldReference("auto", field_type=object)  # reader processes; 0 = threads only
+    c.data.prefetch = 4                            # batches prepared ahead (at least one a thread)
     c.data.synthetic = ml_collections.ConfigDict()
     c.data.synthetic.num_train = 1200
     c.data.synthetic.num_test = 300

@@ -85,7 +85,7 @@ def _check_top(c) -> None:
 
 
 def _check_data(c, needs_data: bool = False) -> None:
-    from hpa_jax.data import combined, duplicates, kaggle, oversample, sources  # noqa: PLC0415
+    from hpa_jax.data import combined, duplicates, oversample, sources  # noqa: PLC0415
     from hpa_jax.data.datasets import NO_DATA_DIR, SOURCES  # noqa: PLC0415
 
     _choice(c, "data.source", SOURCES)
@@ -94,7 +94,7 @@ def _check_data(c, needs_data: bool = False) -> None:
     _choice(c, "data.format", sources.FORMATS)
     _choice(c, "data.yellow", sources.YELLOW_RULES)
     _choice(c, "data.depth16", sources.DEPTH16_RULES)
-    _choice(c, "data.resample", tuple(kaggle.RESAMPLING))
+    _choice(c, "data.resample", sources.RESAMPLE_RULES)
     for field in ("data.dir", "data.packed", "data.duplicate_cache", "data.synthetic.cache_dir"):
         _optional_text(c, field)
     specs = _value(c, "data.sources")
@@ -125,8 +125,10 @@ def _check_data(c, needs_data: bool = False) -> None:
                 and all(_is_real(v) and (v > 0 if sign == ">" else v >= 0) for v in values)):
             raise ConfigError(f"{field}={values!r}: expected in_channels={c.in_channels} numbers {sign} 0, one a "
                               f"channel")
-    _integer(c, "data.num_threads", 1)
-    _integer(c, "data.num_workers", 0)
+    for field, low in (("data.num_threads", 1), ("data.num_workers", 0)):   # "auto": `pipeline.readers`
+        value = _value(c, field)
+        if value != "auto" and not (_is_int(value) and value >= low):
+            raise ConfigError(f"{field}={value!r}: expected an integer >= {low} or \"auto\" (sized to the host)")
     _integer(c, "data.prefetch", 0)
     _integer(c, "data.synthetic.num_train", 1)
     _integer(c, "data.synthetic.num_test", 0)

@@ -99,7 +99,7 @@ def union_hashes(union: combined.Union, data_config) -> np.ndarray:
     for k, source in enumerate(union.sources):
         cache = duplicates.cache_file(cache_dir, source.images, fmt=source.fmt)
         parts.append(duplicates.cached_hashes(source.images, union.ids[union.rows_of(k)], cache, fmt=source.fmt,
-                                              num_threads=data_config.num_threads))
+                                              num_threads=pipeline.decoding_threads(data_config)))
     return np.concatenate(parts)
 
 

@@ -11,6 +11,11 @@ without decoding an image:
 | `P/index.csv` | one column `Id`: row i of `images.u8` is that Id |
 | `P/meta.json` | source folder, format, reader rules, size, count, created by (version, command, date) |
 
+The reader rules (`--resample`, `--yellow`, `--depth16`; defaults those of the config) are the
+config's `data.resample`, `data.yellow`, `data.depth16`: training refuses a store packed with
+another rule than its config's, with a one-line error (`check_rules`), so that the packed images
+are the ones evaluation, prediction and `python -m hpa_jax.data.stats` decode.
+
 Ids come from the `Id` column of `--csv` (relative to `--data_dir`; `train.csv`, or
 `sample_submission.csv` for the test images), or from the file names when `--csv=""`. `--size=0`
 keeps the stored size, which must then be the same for every image. The store is written into a
@@ -40,8 +45,8 @@ import sys
 import numpy as np
 import pandas as pd
 
-from hpa_jax.data import combined, kaggle, parallel, sources
-from hpa_jax.errors import DataError, file_errors, one_line_errors
+from hpa_jax.data import combined, parallel, sources
+from hpa_jax.errors import ConfigError, DataError, file_errors, one_line_errors
 
 PROG = "hpa_jax.data.pack"
 IMAGES = "images.u8"
@@ -72,7 +77,7 @@ def read_ids(data_dir, csv: str, folder, fmt: str) -> list[str]:
 
 
 def pack_folder(folder, ids, out, *, fmt: str = "png", size: int = 0, yellow: str = "mean_rg",
-                resample: str = "lanczos", depth16: str = "linear", num_threads: int = 4,
+                resample: str = sources.DEFAULT_RESAMPLE, depth16: str = "linear", num_threads: int = 4,
                 overwrite: bool = False, progress: bool = True, command: str = "") -> pathlib.Path:
     """Packs the images `ids` of `folder` into the store `out` (see the module doc); returns `out`.
 
@@ -103,7 +108,7 @@ def pack_sources(sources, out, *, size: int, num_classes: int = 28, **kwargs) ->
     return pack_images(entries, out, size=size, meta=meta, name="+".join(s.name for s in sources), **kwargs)
 
 
-def pack_images(entries, out, *, size: int = 0, yellow: str = "mean_rg", resample: str = "lanczos",
+def pack_images(entries, out, *, size: int = 0, yellow: str = "mean_rg", resample: str = sources.DEFAULT_RESAMPLE,
                 depth16: str = "linear", num_threads: int = 4, overwrite: bool = False, progress: bool = True,
                 meta: dict | None = None, command: str = "", name: str = "") -> pathlib.Path:
     """Packs `entries`, (folder, format, Id) triples, into the store `out` in their order.
@@ -180,6 +185,24 @@ def read_meta(store) -> dict:
         return json.loads((store / META).read_text())
 
 
+# The reader rules a store records in meta.json, each with the formats whose pixels it changes
+# (None: all, when the images were resized).
+RULES = {"resample": None, "yellow": "jpg", "depth16": "tif"}
+
+
+def check_rules(store, meta: dict, data_config) -> None:
+    """A one-line `ConfigError` when the store was packed with a reader rule (`data.resample`, and
+    `data.yellow` / `data.depth16` for stores with JPEGs / TIFFs) other than the config's: the
+    images trained on would not be those that evaluation, prediction and `stats` decode."""
+    formats = set(str(meta.get("format", "")).split(","))
+    for rule, fmt in RULES.items():
+        if (meta.get("resized", True) if fmt is None else fmt in formats) and rule in meta:
+            wanted = data_config[rule]
+            if meta[rule] != wanted:
+                raise ConfigError(f"{store}: packed with --{rule}={meta[rule]} but data.{rule} is {wanted!r}: repack "
+                                  f"with --{rule}={wanted} or set data.{rule}={meta[rule]}")
+
+
 def define_flags() -> None:
     """The command line's flags; defined only when run as a program (importing registers none)."""
     from absl import flags
@@ -192,7 +215,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("format", "png", sources.FORMATS, "Channel file format.")
     flags.DEFINE_integer("size", 0, "Resize every image to size x size (0: as stored, all one size).")
     flags.DEFINE_enum("yellow", "mean_rg", sources.YELLOW_RULES, "HPAv18 JPEG yellow channel rule.")
-    flags.DEFINE_enum("resample", "lanczos", tuple(kaggle.RESAMPLING), "Resize filter.")
+    flags.DEFINE_enum("resample", sources.DEFAULT_RESAMPLE, sources.RESAMPLE_RULES,
+                      "Resize rule (data.resample; see hpa_jax.data.sources), recorded in meta.json.")
     flags.DEFINE_enum("depth16", "linear", sources.DEPTH16_RULES, "16-bit TIFF to 8-bit rule.")
     flags.DEFINE_integer("num_threads", 4, "Threads decoding images.")
     flags.DEFINE_bool("overwrite", False, "Replace an existing store (once the new one is complete).")

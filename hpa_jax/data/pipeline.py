@@ -1,23 +1,27 @@
-"""grain input pipelines: uint8 images leave the host, normalisation happens on the device.
+"""grain input pipelines: uint8 crops leave the host; the dihedral transform and the
+normalisation happen on the device.
 
 Sending uint8 instead of float32 quarters host-to-device traffic, which is what starves a
-GPU first at 512-1024 px with four channels.
+GPU first at 512-1024 px with four channels. A grain element is a whole batch: its crops are
+copied once, straight out of the decoded image or the packed store's memory map, into the
+batch; the D4 transform (a transpose and flips, which on the host would be a second, strided
+copy of every image) is a per-image code that the jitted train step applies (`dihedral`).
 """
 
 import dataclasses
-import functools
+import os
 import pathlib
 import signal
-import statistics
+import sys
+import threading
 import time
-from typing import Iterator
 
 import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpa_jax.data.sources import read_sample
+from hpa_jax.data.sources import DEFAULT_RESAMPLE, read_sample
 from hpa_jax.errors import ConfigError, DataError, file_errors
 
 
@@ -34,7 +38,7 @@ class ImageSource:
     image_size: int = 0
     fmt: str = "png"
     yellow: str = "mean_rg"
-    resample: str = "lanczos"
+    resample: str = DEFAULT_RESAMPLE
     depth16: str = "linear"
 
     @classmethod
@@ -46,11 +50,14 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def image(self, index: int) -> np.ndarray:
+        """Row `index`'s (H, W, 4) uint8 image, decoded."""
+        return read_sample(self.folder, self.ids[int(index)], fmt=self.fmt, size=self.image_size, yellow=self.yellow,
+                           resample=self.resample, depth16=self.depth16)
+
     def __getitem__(self, index: int) -> dict:
         index = int(index)
-        image = read_sample(self.folder, self.ids[index], fmt=self.fmt, size=self.image_size, yellow=self.yellow,
-                            resample=self.resample, depth16=self.depth16)
-        return {"image": image, "labels": self.labels[index], "index": np.int32(index)}
+        return {"image": self.image(index), "labels": self.labels[index], "index": np.int32(index)}
 
 
 class MixedSource:
@@ -89,10 +96,13 @@ class MixedSource:
     def __len__(self) -> int:
         return len(self.part)
 
+    def image(self, index: int) -> np.ndarray:
+        index = int(index)
+        return self.parts[self.part[index]].image(self.within[index])
+
     def __getitem__(self, index: int) -> dict:
         index = int(index)
-        example = self.parts[self.part[index]][self.within[index]]
-        return {**example, "index": np.int32(index)}
+        return {"image": self.image(index), "labels": self.labels[index], "index": np.int32(index)}
 
 
 class PackedSource:
@@ -134,14 +144,21 @@ class PackedSource:
 
     @classmethod
     def from_config(cls, data_config, store, ids, labels) -> "PackedSource":
-        return cls(store, ids, labels, image_size=data_config.image_size)
+        """The store's images for `ids`; a one-line error when it was packed at another size or with
+        other reader rules than the config's (`pack.check_rules`)."""
+        from hpa_jax.data import pack  # noqa: PLC0415
+
+        source = cls(store, ids, labels, image_size=data_config.image_size)
+        pack.check_rules(source.store, source.meta, data_config)
+        return source
 
     @property
     def images(self) -> np.ndarray:
         """The store's (N, S, S, 4) uint8 array, memory-mapped read-only."""
         if self._images is None:
             with file_errors(self.images_file):
-                self._images = np.load(self.images_file, mmap_mode="r")
+                # a plain ndarray view of the map: indexing a np.memmap runs Python code per call
+                self._images = np.asarray(np.load(self.images_file, mmap_mode="r"))
         return self._images
 
     def __getstate__(self):
@@ -150,45 +167,137 @@ class PackedSource:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def image(self, index: int) -> np.ndarray:
+        """Row `index`'s (S, S, 4) image: a read-only view into the memory map, nothing copied yet."""
+        return self.images[self.rows[int(index)]]
+
     def __getitem__(self, index: int) -> dict:
         index = int(index)
-        image = np.array(self.images[self.rows[index]])  # a copy in memory, as ImageSource's decoded image
-        return {"image": image, "labels": self.labels[index], "index": np.int32(index)}
+        return {"image": np.array(self.image(index)), "labels": self.labels[index], "index": np.int32(index)}
 
 
-def random_crop_d4(example: dict, rng: np.random.Generator, crop_size: int) -> dict:
-    """A random crop_size square crop and one of the 8 dihedral transforms (flips and
-    90-degree rotations): microscopy fields have no preferred orientation."""
-    image = example["image"]
+# ---- the D4 transform -------------------------------------------------------------------------
+
+# Code k of a batch's "d4": np.rot90(image, k % 4), then a left-right flip when k >= 4. As the
+# transpose T, the up-down flip F_H and the left-right flip F_W, applied in that order:
+D4_STEPS = np.array([(0, 0, 0), (1, 1, 0), (0, 1, 1), (1, 0, 1),     # rotations by 0, 90, 180, 270 degrees
+                     (0, 0, 1), (1, 1, 1), (0, 1, 0), (1, 0, 0)],    # the same, then flipped left-right
+                    np.bool_)
+
+
+def dihedral(images: jnp.ndarray, codes: jnp.ndarray) -> jnp.ndarray:
+    """(B, S, S, C) square images, each under its own dihedral transform `codes[i]` in 0..7 (see
+    `D4_STEPS`). Three selects between whole-batch views: per image, it moves each pixel once,
+    on the device where the batch already is; the batch axis stays where it was sharded."""
+    steps = jnp.asarray(D4_STEPS)[codes.astype(jnp.int32)]
+
+    def where(bit, changed, x):
+        return jnp.where(steps[:, bit, None, None, None], changed, x)
+
+    images = where(0, images.swapaxes(1, 2), images)
+    images = where(1, images[:, ::-1], images)
+    return where(2, images[:, :, ::-1], images)
+
+
+# ---- training batches -------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class EpochPlan:
+    """An epoch's order and augmentation, a pure function of (seed, epoch): position j of the
+    epoch trains on example `order[j]`, cut at `corner[j]` (top and left as fractions of the
+    free range, so any image size takes the same draw) under the D4 transform `d4[j]`."""
+    order: np.ndarray     # (N,) int64
+    corner: np.ndarray    # (N, 2) float64 in [0, 1)
+    d4: np.ndarray        # (N,) uint8 in 0..7
+
+    @classmethod
+    def of(cls, num_examples: int, seed: int, epoch: int) -> "EpochPlan":
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
+        return cls(rng.permutation(num_examples), rng.random((num_examples, 2)),
+                   rng.integers(0, 8, num_examples, dtype=np.uint8))
+
+
+def crop_at(image: np.ndarray, corner, crop_size: int) -> np.ndarray:
+    """The `crop_size` square of `image` whose top-left corner is at the fractions `corner` of
+    the free range (a view: nothing is copied)."""
     h, w = image.shape[:2]
     crop = min(crop_size, h, w)
-    top, left = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-    image = np.rot90(image[top:top + crop, left:left + crop], k=int(rng.integers(4)))
-    if rng.integers(2):
-        image = image[:, ::-1]
-    return {**example, "image": np.ascontiguousarray(image)}
+    top, left = int(corner[0] * (h - crop + 1)), int(corner[1] * (w - crop + 1))
+    return image[top:top + crop, left:left + crop]
 
 
-def reader_images_per_second(get, n: int, crop_size: int, passes: int = 1, seed: int = 0) -> float:
-    """What one reader worker delivers: images per second of `get(i)` (an example, e.g. `source[i]`)
-    then `random_crop_d4`, for i in 0..n-1 in one thread, no grain; one untimed pass first (imports,
-    and the files into the page cache: this times decoding, not the disk), then the median of
-    `passes` timed passes. Grain's threads and worker processes multiply it by up to the cores
-    free for them; `--mode=plan` divides a train step's images per second by it."""
-    rng = np.random.default_rng(seed)
+class BatchBuffers:
+    """Reused batch arrays: a new 32 MiB array is new memory, which the kernel must map and zero
+    page by page on first touch, as costly as the copy into it; an array of this pool is reused
+    once nothing but the pool refers to it (the consumer, grain's buffers and a pending transfer
+    to the device each hold a reference while they need it). At most `keep` arrays are kept."""
 
-    def one_pass() -> float:
-        start = time.perf_counter()
-        for i in range(n):
-            random_crop_d4(get(i), rng, crop_size)
-        return time.perf_counter() - start
+    def __init__(self, keep: int = 16):
+        self.keep, self._arrays, self._lock = keep, [], threading.Lock()
 
-    one_pass()
-    return n / statistics.median(one_pass() for _ in range(max(passes, 1)))
+    def __getstate__(self):   # each reader process has its own
+        return {"keep": self.keep}
+
+    def __setstate__(self, state):
+        self.__init__(state["keep"])
+
+    def fill(self, parts, dtype=np.uint8) -> np.ndarray:
+        """One array of the equal-shaped `parts` stacked, each copied once."""
+        shape = (len(parts), *np.shape(parts[0]))
+        with self._lock:
+            # referred to by the pool's list, this loop and getrefcount's argument only: free
+            out = next((a for a in self._arrays if a.shape == shape and sys.getrefcount(a) <= 3), None)
+            if out is None:
+                out = np.empty(shape, dtype)
+                if len(self._arrays) < self.keep:
+                    self._arrays.append(out)
+        for row, part in enumerate(parts):
+            out[row] = part
+        return out
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+class _EpochBatches:
+    """Element k of a run's training dataset -> this process's share of a global batch: the
+    crops copied once into one (B/P, c, c, 4) array, with their labels, source rows and D4 codes.
+
+    The elements run through epochs `first_epoch`, `first_epoch` + 1, ...; the first starts at
+    global batch `start_batch`. Global batch b of an epoch is the epoch positions [bB, (b+1)B),
+    of which process p takes [bB + pB/P, bB + (p+1)B/P)."""
+
+    def __init__(self, source, *, batch_size, crop_size, seed, first_epoch, start_batch, num_batches, process_index,
+                 process_count):
+        self.source, self.crop_size, self.seed = source, int(crop_size), int(seed)
+        self.local = batch_size // process_count
+        self.first_epoch, self.start_batch, self.num_batches = int(first_epoch), int(start_batch), int(num_batches)
+        self.offset = process_index * self.local
+        self.batch_size = int(batch_size)
+        self.buffers = BatchBuffers()
+        self._plans = {}
+
+    def __getstate__(self):   # plans are remade in each worker process, not pickled
+        return {**self.__dict__, "_plans": {}}
+
+    def locate(self, k: int) -> tuple[int, int]:
+        """(epoch, global batch) of element k."""
+        k += self.start_batch
+        return self.first_epoch + k // self.num_batches, k % self.num_batches
+
+    def plan(self, epoch: int) -> EpochPlan:
+        plan = self._plans.get(epoch)
+        if plan is None:
+            plan = EpochPlan.of(len(self.source), self.seed, epoch)
+            self._plans = {epoch: plan, **{e: p for e, p in self._plans.items() if e == epoch - 1}}
+        return plan
+
+    def __call__(self, k) -> dict:
+        epoch, b = self.locate(int(k))
+        plan = self.plan(epoch)
+        positions = slice(b * self.batch_size + self.offset, b * self.batch_size + self.offset + self.local)
+        rows = plan.order[positions]
+        images = self.buffers.fill([crop_at(self.source.image(row), corner, self.crop_size)
+                                    for row, corner in zip(rows, plan.corner[positions])])
+        return {"image": images, "labels": self.source.labels[rows], "index": rows.astype(np.int32),
+                "d4": plan.d4[positions]}
 
 
 def _let_grain_read_its_flag() -> None:
@@ -203,54 +312,65 @@ def _let_grain_read_its_flag() -> None:
         flag.parse(flag.default)
 
 
-def train_batches(source: ImageSource | PackedSource, *, batch_size: int, crop_size: int, seed: int, epoch: int,
-                  num_threads: int = 8, prefetch: int = 4, num_workers: int = 0, start_batch: int = 0,
-                  process_index: int = 0, process_count: int = 1, max_batches: int = 0) -> grain.DatasetIterator:
-    """One epoch of shuffled, augmented, full global batches of `batch_size`, from `start_batch` on;
-    this process's share of each: rows [p * B/P, (p + 1) * B/P) for process p of P. `max_batches`
-    > 0 ends the epoch after that many batches (the first of the same order).
-
-    The epoch's global order and crops are a pure function of (seed, epoch): the examples are
-    shuffled and augmented (each crop seeded by its position), then cut into chunks of B/P, of
-    which global batch b is chunks bP .. bP + P - 1 and process p takes chunk bP + p. So 1
-    process and P processes train on the same global batches, and a resumed epoch starts at
-    any batch, whatever the process count it was saved with.
-
-    `num_workers` > 0 reads in that many worker processes (each with `num_threads` threads), which
-    decoding PNGs on many cores needs: the GIL caps threads. grain slices the batched dataset among
-    the workers (worker w makes batches w, w + N, ...) and takes their outputs round-robin, and
-    every batch is a pure function of (seed, epoch, batch index), so the order and the crops do
-    not depend on N.
-
-    The iterator's `get_state()` is a JSON-serialisable record of how far it got; `set_state` on a
-    fresh iterator of the same arguments continues from there. `close()` it to stop the workers.
-    """
+def read_ordered(dataset: grain.MapDataset, num_threads: int, prefetch: int, num_workers: int) -> grain.DatasetIterator:
+    """`dataset`'s elements in order, made by `num_threads` threads in each of `num_workers`
+    reader processes (0: in this one). At least one element a thread is kept in flight, so that
+    every thread has work (grain warns when the buffer is smaller than the threads)."""
     if num_workers < 0:
         raise ConfigError(f"data.num_workers must be 0 (threads only) or a number of processes, got {num_workers}")
-    num_batches = steps_per_epoch(len(source), batch_size, max_batches)
-    ds = (grain.MapDataset.source(source)
-          .shuffle(seed=_epoch_seed(seed, epoch))
-          .random_map(functools.partial(random_crop_d4, crop_size=crop_size), seed=_epoch_seed(seed + 1, epoch))
-          .batch(batch_size // process_count, drop_remainder=True))
-    ds = ds[start_batch * process_count + process_index:num_batches * process_count:process_count]
-    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
+    num_threads = max(int(num_threads), 1)
+    ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                   prefetch_buffer_size=max(int(prefetch), num_threads)))
     if num_workers > 0:
         _let_grain_read_its_flag()
-        per_worker = max(1, -(-prefetch // num_workers))   # about `prefetch` batches ready in all
+        per_worker = max(1, -(-int(prefetch) // num_workers))   # about `prefetch` batches ready in all
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=per_worker),
                             worker_init_fn=_leave_signals_to_the_trainer)
     return iter(ds)
 
 
-def train_batches_from_config(config, source: ImageSource | PackedSource, *, epoch: int,
-                              start_batch: int = 0) -> grain.DatasetIterator:
+def train_batches(source: ImageSource | PackedSource, *, batch_size: int, crop_size: int, seed: int, epoch: int,
+                  num_threads: int = 8, prefetch: int = 4, num_workers: int = 0, start_batch: int = 0,
+                  process_index: int = 0, process_count: int = 1, max_batches: int = 0,
+                  num_epochs: int = 1) -> grain.DatasetIterator:
+    """`num_epochs` epochs from `epoch` on, of shuffled, augmented, full global batches of
+    `batch_size`, from batch `start_batch` of the first; this process's share of each: rows
+    [p * B/P, (p + 1) * B/P) for process p of P. `max_batches` > 0 ends every epoch after that many
+    batches (the first of the same order). A batch is {"image": uint8 crops, "labels", "index":
+    source rows, "d4": the D4 code of each crop, which the train step applies (`dihedral`)}.
+
+    An epoch's order and crops are a pure function of (seed, epoch) (`EpochPlan`), and every
+    batch a pure function of (seed, epoch, batch index): so 1 process and P processes train on
+    the same global batches, and a resumed epoch starts at any batch, whatever the process count
+    it was saved with.
+
+    A grain element is a batch, so `num_threads` threads make that many batches at once.
+    `num_workers` > 0 makes them in that many reader processes (each with `num_threads`
+    threads), which decoding on many cores needs; grain gives worker w the batches w, w + N, ...
+    and takes their outputs round-robin, so the batches do not depend on N. One iterator of
+    several epochs keeps its reader processes for all of them.
+
+    The iterator's `get_state()` is a JSON-serialisable record of how far it got; `set_state` on a
+    fresh iterator of the same arguments continues from there. `close()` it to stop the workers.
+    """
+    num_batches = steps_per_epoch(len(source), batch_size, max_batches)
+    total = max(num_batches * int(num_epochs) - int(start_batch), 0) if num_batches else 0
+    make = _EpochBatches(source, batch_size=batch_size, crop_size=crop_size, seed=seed, first_epoch=epoch,
+                         start_batch=start_batch, num_batches=max(num_batches, 1), process_index=process_index,
+                         process_count=process_count)
+    return read_ordered(grain.MapDataset.range(total).map(make), num_threads, prefetch, num_workers)
+
+
+def train_batches_from_config(config, source: ImageSource | PackedSource, *, epoch: int, start_batch: int = 0,
+                              num_epochs: int = 1) -> grain.DatasetIterator:
     """`train_batches` as a run's `config` sets it up (`train.batch_size`, `data.crop_size`, `seed`,
-    the reader threads, workers and prefetch, `train.steps_per_epoch`), for this process's share."""
+    the readers (`readers`), `train.steps_per_epoch`), for this process's share."""
+    num_threads, num_workers, prefetch = readers(config.data, source)
     return train_batches(source, batch_size=config.train.batch_size, crop_size=config.data.crop_size, seed=config.seed,
-                         epoch=epoch, num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-                         num_workers=config.data.num_workers, start_batch=start_batch,
-                         process_index=jax.process_index(), process_count=jax.process_count(),
-                         max_batches=config.train.steps_per_epoch)
+                         epoch=epoch, num_threads=num_threads, prefetch=prefetch, num_workers=num_workers,
+                         start_batch=start_batch, process_index=jax.process_index(),
+                         process_count=jax.process_count(), max_batches=config.train.steps_per_epoch,
+                         num_epochs=num_epochs)
 
 
 def _leave_signals_to_the_trainer(worker_index: int, worker_count: int) -> None:
@@ -262,21 +382,96 @@ def _leave_signals_to_the_trainer(worker_index: int, worker_count: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+# ---- evaluation batches -----------------------------------------------------------------------
+
+class _EvalBatch:
+    """Batch index b -> this process's rows of global batch b, every image whole, in order."""
+
+    def __init__(self, source, batch_size: int, process_index: int, process_count: int):
+        self.source, self.batch_size = source, int(batch_size)
+        self.local = self.batch_size // process_count
+        self.offset = process_index * self.local
+        self.buffers = BatchBuffers()
+
+    def __call__(self, b) -> dict:
+        n = len(self.source)
+        positions = int(b) * self.batch_size + self.offset + np.arange(self.local)
+        rows = np.minimum(positions, n - 1)    # padding repeats the last image: its predictions are dropped
+        return {"image": self.buffers.fill([self.source.image(row) for row in rows]), "labels": self.source.labels[rows],
+                "index": rows.astype(np.int32), "mask": positions < n}
+
+
 def eval_batches(source: ImageSource | PackedSource, *, batch_size: int, num_threads: int = 8, prefetch: int = 4,
-                 process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+                 process_index: int = 0, process_count: int = 1, num_workers: int = 0) -> grain.DatasetIterator:
     """Every image once, in order, in global batches of `batch_size` (the last padded), this
     process's rows [p * B/P, (p + 1) * B/P) of each; `mask` marks its real rows. Padding rows
-    repeat the last image (any image will do: their predictions are dropped)."""
-    n = len(source)
-    local = batch_size // process_count
+    repeat the last image (any image will do: their predictions are dropped). Read as training
+    reads: a batch a thread, `num_workers` reader processes."""
+    num_batches = -(-len(source) // batch_size)
+    make = _EvalBatch(source, batch_size, process_index, process_count)
+    return read_ordered(grain.MapDataset.range(num_batches).map(make), num_threads, prefetch, num_workers)
 
-    def padded(i):
-        return {**source[min(i, n - 1)], "mask": np.bool_(i < n)}
 
-    num_batches = -(-n // batch_size)
-    ds = grain.MapDataset.range(num_batches * batch_size).map(padded).batch(local)
-    yield from ds[process_index::process_count].to_iter_dataset(
-        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
+# ---- readers sized to the host ----------------------------------------------------------------
+
+AUTO = "auto"
+
+
+def host_cpus() -> int:
+    """The CPUs this process may run on (a cluster job's share, not the node's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
+
+
+def readers(data_config, source) -> tuple[int, int, int]:
+    """(threads per reader process, reader processes, batches prefetched) for reading `source`,
+    from `data.num_threads`, `data.num_workers` and `data.prefetch`; "auto" sizes them to the host.
+
+    - A packed store is a memory copy, at thousands of images/s a thread, and numpy copies run
+      outside the GIL: threads alone, one a CPU up to 8 (more would only contend for memory
+      bandwidth); no reader processes, which would add their start-up and a pickling of each
+      batch.
+    - Decoding is ~100x slower and half of it holds the GIL: on more than 2 CPUs, a reader
+      process per CPU but one (left to the training loop), 2 threads each; on 1-2 CPUs, threads
+      only, one a CPU.
+    Prefetch is never below the threads (every thread needs a batch to work on).
+    """
+    cpus = host_cpus()
+    packed = isinstance(source, PackedSource)
+    workers = data_config.num_workers
+    if workers == AUTO:
+        workers = 0 if packed or cpus <= 2 else cpus - 1
+    threads = data_config.num_threads
+    if threads == AUTO:
+        threads = min(cpus, 8) if packed or not workers else 2
+    return int(threads), int(workers), max(int(data_config.prefetch), int(threads))
+
+
+def decoding_threads(data_config) -> int:
+    """Threads for a tool that decodes in this process only (hashing for duplicates): `data.num_threads`,
+    or with "auto" one a CPU."""
+    return host_cpus() if data_config.num_threads == AUTO else int(data_config.num_threads)
+
+
+def reader_images_per_second(batches, max_seconds: float = 5.0, warmup: int = 1) -> tuple[float, int]:
+    """(images/s, images timed) of an iterator of batches (`train_batches`, `eval_batches`), after
+    `warmup` batches (reader start-up, the files into the page cache), for at most `max_seconds`
+    or until it ends; the iterator is closed."""
+    try:
+        for _ in range(warmup):
+            if next(batches, None) is None:
+                return float("nan"), 0
+        start, images = time.perf_counter(), 0
+        for batch in batches:
+            images += len(batch["image"])
+            if time.perf_counter() - start > max_seconds:
+                break
+        elapsed = time.perf_counter() - start
+        return (images / elapsed if images else float("nan")), images
+    finally:
+        batches.close()
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, max_batches: int = 0) -> int:

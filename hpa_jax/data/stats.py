@@ -1,5 +1,5 @@
 """Command line: `python -m hpa_jax.data.stats --data_dir=D [--subdir=train] [--format=png]
-[--limit=N] [--size=0] [--sources=NAME=FORMAT:IMAGES[:CSV] ...]`.
+[--limit=N] [--size=0] [--resample=linear] [--sources=NAME=FORMAT:IMAGES[:CSV] ...]`.
 
 Per-channel mean and standard deviation of a folder's images scaled to [0, 1], read exactly as
 training reads them (`sources.read_sample`), printed as config lines to paste:
@@ -11,7 +11,8 @@ Streaming and exact: each image adds its per-channel 256-bin histogram to an int
 accumulator, so memory does not grow with the dataset and no sum loses precision; mean and
 (population, ddof=0) std are computed from the histogram in float64 at the end, two-pass.
 Every pixel weighs the same, so with images of different sizes larger images weigh more
-(`--size` resizes them all first, as `data.image_size` does in training).
+(`--size` resizes them all first, as `data.image_size` does in training, by the rule `--resample`:
+pass the config's `data.resample`).
 
 `--sources`, repeated, takes the images of several sources together (each folder in its own
 format, as `data.sources` lists them; see `hpa_jax.data.combined`), e.g. Kaggle PNGs and HPAv18
@@ -44,6 +45,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("limit", 0, "Use only N images, evenly spaced over the sorted Ids (0: all).")
     flags.DEFINE_integer("size", 0, "Resize every image to size x size first (0: as stored).")
     flags.DEFINE_enum("yellow", "mean_rg", sources.YELLOW_RULES, "HPAv18 JPEG yellow channel rule.")
+    flags.DEFINE_enum("resample", sources.DEFAULT_RESAMPLE, sources.RESAMPLE_RULES,
+                      "Resize rule with --size (data.resample; see hpa_jax.data.sources).")
+    flags.DEFINE_enum("depth16", "linear", sources.DEPTH16_RULES, "16-bit TIFF to 8-bit rule.")
     flags.DEFINE_integer("num_threads", 4, "Threads decoding images.")
     flags.DEFINE_multi_string("sources", [], combined.SOURCES_HELP + " Statistics of all their images together; "
                                              "--subdir and --format are then unused.")
@@ -106,21 +110,20 @@ def select_ids(ids: list, limit: int) -> list:
     return [ids[i] for i in np.linspace(0, len(ids) - 1, limit).round().astype(int)]
 
 
-def folder_stats(folder, *, fmt: str = "png", limit: int = 0, size: int = 0, yellow: str = "mean_rg",
-                 num_threads: int = 4, progress: bool = True) -> ChannelStats:
-    """Statistics of the images in `folder` (Ids from the file names); a `DataError` at the first bad image."""
+def folder_stats(folder, *, fmt: str = "png", limit: int = 0, num_threads: int = 4, progress: bool = True,
+                 **rules) -> ChannelStats:
+    """Statistics of the images in `folder` (Ids from the file names); a `DataError` at the first bad
+    image. `rules`: `size` and the reader rules of `sources.read_sample` (`yellow`, `resample`, `depth16`)."""
     folder = pathlib.Path(folder).expanduser()
-    return entries_stats(select_ids(folder_entries(folder, fmt), limit), size=size, yellow=yellow,
-                         num_threads=num_threads, progress=progress)
+    return entries_stats(select_ids(folder_entries(folder, fmt), limit), num_threads=num_threads, progress=progress,
+                         **rules)
 
 
-def sources_stats(union, *, limit: int = 0, size: int = 0, yellow: str = "mean_rg", num_threads: int = 4,
-                  progress: bool = True) -> ChannelStats:
+def sources_stats(union, *, limit: int = 0, num_threads: int = 4, progress: bool = True, **rules) -> ChannelStats:
     """Statistics of the images of several sources (`combined.Source`s: each folder's files in
     its own format) together, as `data.sources` trains on them; `limit` spreads over all of them."""
     entries = [e for source in union for e in folder_entries(source.images, source.fmt)]
-    return entries_stats(select_ids(entries, limit), size=size, yellow=yellow, num_threads=num_threads,
-                         progress=progress)
+    return entries_stats(select_ids(entries, limit), num_threads=num_threads, progress=progress, **rules)
 
 
 def folder_entries(folder: pathlib.Path, fmt: str) -> list[tuple[pathlib.Path, str, str]]:
@@ -133,13 +136,15 @@ def folder_entries(folder: pathlib.Path, fmt: str) -> list[tuple[pathlib.Path, s
     return [(folder, fmt, image_id) for image_id in ids]
 
 
-def entries_stats(entries, *, size: int = 0, yellow: str = "mean_rg", num_threads: int = 4,
-                  progress: bool = True) -> ChannelStats:
-    """Streams the images of (folder, format, Id) `entries` into a `ChannelStats`: memory holds the
-    histograms and a few images being read, however many there are."""
+def entries_stats(entries, *, size: int = 0, yellow: str = "mean_rg", resample: str = sources.DEFAULT_RESAMPLE,
+                  depth16: str = "linear", num_threads: int = 4, progress: bool = True) -> ChannelStats:
+    """Streams the images of (folder, format, Id) `entries`, read by `sources.read_sample` with these
+    rules, into a `ChannelStats`: memory holds the histograms and a few images being read, however
+    many there are."""
     def histogram(entry):
         folder, fmt, image_id = entry
-        return ChannelStats.image_histogram(sources.read_sample(folder, image_id, fmt=fmt, size=size, yellow=yellow))
+        return ChannelStats.image_histogram(sources.read_sample(folder, image_id, fmt=fmt, size=size, yellow=yellow,
+                                                                resample=resample, depth16=depth16))
 
     from tqdm import tqdm
 
@@ -161,7 +166,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     with one_line_errors(PROG):
-        options = dict(limit=FLAGS.limit, size=FLAGS.size, yellow=FLAGS.yellow, num_threads=FLAGS.num_threads)
+        options = dict(limit=FLAGS.limit, size=FLAGS.size, yellow=FLAGS.yellow, resample=FLAGS.resample,
+                       depth16=FLAGS.depth16, num_threads=FLAGS.num_threads)
         if FLAGS.sources:
             union = combined.parse_sources(FLAGS.sources, FLAGS.data_dir)
             stats = sources_stats(union, **options)

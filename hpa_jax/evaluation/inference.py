@@ -39,18 +39,30 @@ def make_predict_step(model, config, mesh):
 def predict_probs(step, variables, mesh, config, source: pipeline.ImageSource, *, desc: str) -> np.ndarray:
     """Probabilities (N, C) for every image of `source`, in order, on every process (each reads
     its share of every batch); `step` is `make_predict_step(...)`, built once per run so that it
-    compiles once."""
+    compiles once. The readers are training's (`pipeline.readers`), and the device runs a batch
+    ahead of the host: batch b's probabilities are read back once batch b + 1 is queued."""
     batch_size = config.eval.batch_size
-    out = []
-    batches = pipeline.eval_batches(source, batch_size=batch_size, num_threads=config.data.num_threads,
-                                    prefetch=config.data.prefetch, process_index=jax.process_index(),
+    num_threads, num_workers, prefetch = pipeline.readers(config.data, source)
+    batches = pipeline.eval_batches(source, batch_size=batch_size, num_threads=num_threads, prefetch=prefetch,
+                                    num_workers=num_workers, process_index=jax.process_index(),
                                     process_count=jax.process_count())
     total = -(-len(source) // batch_size)
-    bar = tqdm(batches, total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False,
-               disable=not distributed.is_primary())
-    for b, batch in enumerate(bar):
-        probs = sharding.replicated_to_host(step(variables, sharding.put_batch(mesh, batch["image"])))
-        out.append(probs[b * batch_size + np.arange(batch_size) < len(source)])
+    out, queued = [], []
+
+    def read_back():
+        b, probs = queued.pop(0)
+        out.append(sharding.replicated_to_host(probs)[b * batch_size + np.arange(batch_size) < len(source)])
+
+    try:
+        for b, batch in enumerate(tqdm(batches, total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False,
+                                       disable=not distributed.is_primary())):
+            queued.append((b, step(variables, sharding.put_batch(mesh, batch["image"]))))
+            if len(queued) > 1:
+                read_back()
+        while queued:
+            read_back()
+    finally:
+        batches.close()
     return np.concatenate(out) if out else np.zeros((0, config.num_classes), np.float32)
 
 

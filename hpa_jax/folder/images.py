@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 from hpa_jax.classes import CHANNELS
-from hpa_jax.data.kaggle import resize_uint8
+from hpa_jax.data.kaggle import DEFAULT_RESAMPLE, resize_uint8
 from hpa_jax.data.sources import EXTENSIONS, read_sample
 from hpa_jax.errors import DataError
 
@@ -99,7 +99,7 @@ class FolderSource:
     size: int
     tile: bool = False
     yellow: str = "mean_rg"
-    resample: str = "lanczos"
+    resample: str = DEFAULT_RESAMPLE
     depth16: str = "linear"
 
     @classmethod

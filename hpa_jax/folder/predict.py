@@ -21,6 +21,7 @@ from tqdm import tqdm
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.config import upgrade
 from hpa_jax.config.validate import divisible
+from hpa_jax.data import pipeline
 from hpa_jax.errors import ConfigError, DataError
 from hpa_jax.evaluation import inference
 from hpa_jax.evaluation.ensemble import read_thresholds
@@ -101,15 +102,19 @@ class _Image:
 
 
 def _read_in_order(source: folder.FolderSource, config):
-    return grain.MapDataset.source(source).to_iter_dataset(
-        grain.ReadOptions(num_threads=config.data.num_threads, prefetch_buffer_size=config.data.prefetch))
+    num_threads, num_workers, prefetch = pipeline.readers(config.data, source)
+    return pipeline.read_ordered(grain.MapDataset.source(source), num_threads, prefetch, num_workers)
 
 
 def unreadable(source: folder.FolderSource, config, progress: bool = True) -> dict[str, str]:
     """{Id: problem} of the images of `source` that cannot be read."""
-    items = tqdm(_read_in_order(source, config), total=len(source), desc="checking", unit="image",
-                 dynamic_ncols=True, leave=False, disable=not progress)
-    return {item.image_id: item.problem for item in items if item.problem}
+    items = _read_in_order(source, config)
+    try:
+        return {item.image_id: item.problem for item in tqdm(items, total=len(source), desc="checking", unit="image",
+                                                             dynamic_ncols=True, leave=False, disable=not progress)
+                if item.problem}
+    finally:
+        items.close()
 
 
 def predict_images(source: folder.FolderSource, variables, mesh, config, predict_step, explain_step=None):
@@ -120,14 +125,19 @@ def predict_images(source: folder.FolderSource, variables, mesh, config, predict
     items = _read_in_order(source, config)
     open_images: dict[int, _Image] = {}
     queue: list[tuple[int, int]] = []    # (image index, tile) waiting for a batch
+    pending = []    # batches queued on the devices, read back one batch later
 
-    def run(entries):
+    def dispatch(entries):
         tiles = [open_images[i].item.tiles[t] for i, t in entries]
         batch = np.zeros((batch_size, *tiles[0].shape), np.uint8)
         batch[:len(tiles)] = tiles
         device_batch = sharding.put_batch(mesh, batch)
-        probs = np.asarray(jax.device_get(predict_step(variables, device_batch)))
-        extra = jax.device_get(explain_step(variables, device_batch)) if explain_step is not None else {}
+        pending.append((entries, predict_step(variables, device_batch),
+                        explain_step(variables, device_batch) if explain_step is not None else {}))
+
+    def collect():
+        entries, probs, extra = pending.pop(0)
+        probs, extra = np.asarray(jax.device_get(probs)), jax.device_get(extra)
         for row, (i, t) in enumerate(entries):
             image = open_images[i]
             image.add(t, probs[row], extra["features"][row] if "features" in extra else None,
@@ -135,17 +145,24 @@ def predict_images(source: folder.FolderSource, variables, mesh, config, predict
             if image.done:
                 yield open_images.pop(i).result()
 
-    for item in items:
-        if item.problem:
-            yield {"index": item.index, "id": item.image_id, "problem": item.problem}
-            continue
-        open_images[item.index] = _Image(item)
-        queue += [(item.index, t) for t in range(len(item.tiles))]
-        while len(queue) >= batch_size:
-            yield from run(queue[:batch_size])
-            queue = queue[batch_size:]
-    if queue:
-        yield from run(queue)
+    try:
+        for item in items:
+            if item.problem:
+                yield {"index": item.index, "id": item.image_id, "problem": item.problem}
+                continue
+            open_images[item.index] = _Image(item)
+            queue += [(item.index, t) for t in range(len(item.tiles))]
+            while len(queue) >= batch_size:
+                dispatch(queue[:batch_size])
+                queue = queue[batch_size:]
+                if len(pending) > 1:
+                    yield from collect()
+        if queue:
+            dispatch(queue)
+        while pending:
+            yield from collect()
+    finally:
+        items.close()
 
 
 def shown_classes(probs: np.ndarray, predicted: np.ndarray) -> list[int]:

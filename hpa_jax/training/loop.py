@@ -4,6 +4,7 @@ resuming, and stopping cleanly on SIGTERM or Ctrl-C.
 """
 
 import dataclasses
+import itertools
 import json
 import pathlib
 import signal
@@ -64,8 +65,9 @@ def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, sched
             bar.set_postfix(loss=f"{losses_seen[-1]:.4f}", lr=f"{float(schedule(step - 1)):.2e}")
 
     for batch in bar:
-        images, labels = sharding.put_batch(mesh, (batch["image"], batch["labels"]))
-        state, metrics = train_step(state, images, labels, jax.random.fold_in(dropout_rng, step))
+        arrays = sharding.put_batch(mesh, {key: batch[key] for key in ("image", "labels", "d4") if key in batch})
+        state, metrics = train_step(state, arrays["image"], arrays["labels"], jax.random.fold_in(dropout_rng, step),
+                                    arrays.get("d4"))
         pending.append((step, metrics))
         step += 1
         if len(pending) == check_every:
@@ -101,13 +103,15 @@ def check_progress(progress: dict | None, step: int, steps_per_epoch: int) -> No
                           f"the data and batch settings it was trained with")
 
 
-def open_epoch_batches(config, source, epoch: int, progress: dict | None):
-    """This process's share of the epoch's batches, from where `progress` left it when the epoch
-    resumes from a mid-epoch checkpoint. The global order is a pure function of (seed, epoch), so
-    the global batch count done is all a resume needs: the same with another number of processes
-    or reader workers than the checkpoint was saved with."""
+def open_run_batches(config, source, epoch: int, progress: dict | None):
+    """This process's share of the batches of epochs `epoch` .. `train.num_epochs` - 1, in one
+    iterator (its reader processes live for the whole run), from where `progress` left the first
+    when it resumes from a mid-epoch checkpoint. The global order is a pure function of (seed,
+    epoch), so the global batch count done is all a resume needs: the same with another number
+    of processes or reader workers than the checkpoint was saved with."""
     return pipeline.train_batches_from_config(config, source, epoch=epoch,
-                                              start_batch=progress["batches_done"] if progress else 0)
+                                              start_batch=progress["batches_done"] if progress else 0,
+                                              num_epochs=config.train.num_epochs - epoch)
 
 
 def keep_metrics_up_to(path: pathlib.Path, step: int) -> None:
@@ -211,13 +215,28 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop,
     """The epochs from where `state` (and a mid-epoch `progress`) left off, checkpointing to
     `manager` and stopping when `stop` (a `preemption.StopOnSignal`) says so; returns the last
     epoch's metrics record. `tensorboard` also gets every step's loss and every record."""
+    steps_per_epoch = loop.steps_per_epoch
+    first = int(state.step) // steps_per_epoch
+    if first >= config.train.num_epochs:
+        checkpoint.wait(manager)
+        return {}
+    resumed = progress if progress is not None and progress["epoch"] == first else None
+    batches = open_run_batches(config, loop.train_source, first, resumed)
+    try:
+        return _run_epochs(config, workdir, loop, state, resumed, batches, manager, stop, tensorboard)
+    finally:
+        batches.close()
+
+
+def _run_epochs(config, workdir, loop: Loop, state, resumed, batches, manager, stop, tensorboard) -> dict:
+    """`run_epochs` over the run's one iterator of batches: each epoch takes its batches from it."""
     steps_per_epoch, cycle_end_steps = loop.steps_per_epoch, loop.cycle_end_steps
     record = {}
     for epoch in range(int(state.step) // steps_per_epoch, config.train.num_epochs):
         start = time.time()
-        resumed = progress if progress is not None and progress["epoch"] == epoch else None
-        batches = open_epoch_batches(config, loop.train_source, epoch, resumed)
-        bar = tqdm(batches, total=steps_per_epoch, initial=resumed["batches_done"] if resumed else 0,
+        resumed = resumed if resumed is not None and resumed["epoch"] == epoch else None
+        done = resumed["batches_done"] if resumed else 0
+        bar = tqdm(itertools.islice(batches, steps_per_epoch - done), total=steps_per_epoch, initial=done,
                    desc=f"epoch {epoch + 1}/{config.train.num_epochs}", unit="batch", dynamic_ncols=True,
                    disable=not distributed.is_primary())
 
@@ -249,7 +268,6 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop,
                 f"{manager.directory / str(stopped.step)}: run the same command to resume", stop.signum) from None
         finally:
             bar.close()
-            batches.close()
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         probs = inference.predict_probs(loop.predict_step, variables, loop.mesh, config, loop.val_source,
                                         desc="validate")

@@ -6,7 +6,6 @@ starts from scratch as if the finder had never run.
 """
 
 import csv
-import itertools
 
 import jax
 import numpy as np
@@ -65,25 +64,26 @@ def lr_find(config, workdir) -> dict:
     train_step = make_train_step(config, mesh, class_weights_for(config, dataset.train_labels[train_idx]))
     source = dataset.train_source(train_idx, config.data)
 
-    def endless_batches():
-        for epoch in itertools.count():
-            yield from pipeline.train_batches_from_config(config, source, epoch=epoch)
-
+    per_epoch = max(pipeline.steps_per_epoch(len(source), config.train.batch_size, config.train.steps_per_epoch), 1)
+    batches = pipeline.train_batches_from_config(config, source, epoch=0, num_epochs=-(-f.num_steps // per_epoch))
     rows, best, smoother = [], np.inf, SmoothedLoss(f.smoothing)
     dropout_rng = jax.random.key(config.seed + 1)
-    bar = tqdm(zip(range(f.num_steps), endless_batches()), total=f.num_steps, desc="lr_find", unit="batch",
+    bar = tqdm(zip(range(f.num_steps), batches), total=f.num_steps, desc="lr_find", unit="batch",
                dynamic_ncols=True, disable=not distributed.is_primary())
-    for step, batch in bar:
-        images, labels = sharding.put_batch(mesh, (batch["image"], batch["labels"]))
-        state, metrics = train_step(state, images, labels, jax.random.fold_in(dropout_rng, step))
-        loss = float(sharding.replicated_to_host(metrics["loss"]))
-        smoothed = smoother.update(loss)
-        rows.append((step, float(schedule(step)), loss, smoothed))
-        bar.set_postfix(lr=f"{rows[-1][1]:.2e}", loss=f"{smoothed:.4f}")
-        best = min(best, smoothed)
-        if not np.isfinite(loss) or smoothed > f.diverge_factor * best:
-            break
-    bar.close()
+    try:
+        for step, batch in bar:
+            images, labels, d4 = sharding.put_batch(mesh, (batch["image"], batch["labels"], batch["d4"]))
+            state, metrics = train_step(state, images, labels, jax.random.fold_in(dropout_rng, step), d4)
+            loss = float(sharding.replicated_to_host(metrics["loss"]))
+            smoothed = smoother.update(loss)
+            rows.append((step, float(schedule(step)), loss, smoothed))
+            bar.set_postfix(lr=f"{rows[-1][1]:.2e}", loss=f"{smoothed:.4f}")
+            best = min(best, smoothed)
+            if not np.isfinite(loss) or smoothed > f.diverge_factor * best:
+                break
+    finally:
+        bar.close()
+        batches.close()
     lrs, smoothed = np.array([r[1] for r in rows]), np.array([r[3] for r in rows])
     finite = np.isfinite(smoothed)
     suggestion = suggest_lr(lrs[finite], smoothed[finite])

@@ -176,14 +176,6 @@ def host_memory_bytes() -> int | None:
         return None
 
 
-def host_cpus() -> int:
-    """CPUs this process may run on (a container's or a job's share, not the whole board)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def device_memory_limit(config, device, local_devices: int) -> tuple[int | None, str]:
     """(bytes one device can hold, where that figure comes from): `plan.device_memory_gb` when
     set (GiB of a target device, e.g. 80 for an H100, for a GPU plan made elsewhere), else the
@@ -278,51 +270,96 @@ def throughput(step_seconds: float, measured: dict, configured: dict, local_devi
 
 # ---- the data path ----------------------------------------------------------------------------
 
-def training_examples(config):
+DATA_SECONDS = 2.0   # each path's iterator is timed this long after its first batch
+
+
+def training_examples(config, packed: bool | None = None):
     """`plan.data_samples` training examples drawn at random, as a source of the kind training
-    reads (decoded image files, or the packed store `data.packed`). Near-duplicate handling is
-    left out: it chooses which images train, not how fast one is read. A `UserError` when the
-    data cannot be loaded (no data.dir, unreadable files...)."""
+    reads (decoded image files, or the packed store `data.packed`; `packed=False` forces the
+    files). Near-duplicate handling is left out: it chooses which images train, not how fast one
+    is read. A `UserError` when the data cannot be loaded (no data.dir, unreadable files...)."""
     data_config = config.copy_and_resolve_references()
     data_config.data.duplicates = "none"
+    if packed is False:
+        data_config.data.packed = None
     dataset = distributed.primary_first(load_dataset, data_config)
     train_idx, _ = dataset.split(config.data.fold)
     rows = np.random.default_rng(config.seed).permutation(train_idx)[:max(int(config.plan.data_samples), 1)]
-    return dataset.train_source(rows, config.data)
+    return dataset.train_source(rows, data_config.data)
 
 
 def open_data(config) -> tuple:
     """(training examples, the first one's image shape, None), or (None, None, why not)."""
     try:
         source = training_examples(config)
-        return source, source[0]["image"].shape, None
+        return source, source.image(0).shape, None
     except UserError as e:
         return None, None, str(e)
 
 
+class InMemorySource:
+    """Decoded images held in memory, read as a packed store reads them (a copy of each crop):
+    the packed path's rate, measured without writing a store."""
+
+    def __init__(self, source):
+        self.labels = source.labels
+        self.images = np.stack([source.image(i) for i in range(len(source))])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def image(self, index: int) -> np.ndarray:
+        return self.images[index]
+
+
+def per_core_rate(config, source) -> float:
+    """Images/s of one reader thread in the training process: `pipeline.train_batches`, the
+    iterator training reads, over `source`'s examples again and again (`DATA_SECONDS`)."""
+    batch = max(1, min(int(config.train.batch_size) // jax.process_count(), len(source)))
+    batches = pipeline.train_batches(source, batch_size=batch, crop_size=int(config.data.crop_size), seed=config.seed,
+                                     epoch=0, num_threads=1, prefetch=1, num_epochs=10**6)
+    return pipeline.reader_images_per_second(batches, DATA_SECONDS)[0]
+
+
 def data_summary(config, source, error: str | None, measured: dict | None) -> dict:
-    """What one reader worker delivers (`pipeline.reader_images_per_second`: the examples read
-    and cropped with a D4 transform in one thread) and the workers the measured step needs, or
-    why the data path could not be timed."""
+    """Each path's images/s per core (decoded files and a packed store: one reader thread of the
+    real iterator) and the cores this host's measured step rate needs on it; the readers training
+    would start (`pipeline.readers`); or why the data path could not be timed."""
     if source is None:
         return {"error": error}
+    packed = isinstance(source, pipeline.PackedSource)
+    paths = {}
     try:
-        rate = pipeline.reader_images_per_second(lambda i: source[i], len(source), int(config.data.crop_size),
-                                                 seed=config.seed)
+        paths["packed" if packed else "decoded"] = per_core_rate(config, source)
+        if packed:
+            paths["decoded"] = per_core_rate(config, training_examples(config, packed=False))
+        else:
+            paths["packed"] = per_core_rate(config, InMemorySource(source))
     except UserError as e:
-        return {"error": str(e)}
+        if not paths:
+            return {"error": str(e)}
     host_rate = measured["images_per_s_host"] if measured else None
-    packed = bool(config.data.packed)
+    threads, workers, _ = pipeline.readers(config.data, source)
     return {"source": f"packed store {config.data.packed}" if packed else f"{config.data.format} files",
-            "work": "read, crop/D4" if packed else "read, decode, crop/D4", "samples": len(source),
-            "images_per_s_per_worker": rate,
-            "workers_needed": workers_needed(host_rate, rate), "num_workers": int(config.data.num_workers)}
+            "configured": "packed" if packed else "decoded", "samples": len(source),
+            "paths": {name: {"images_per_s_per_core": rate, "cores_needed": cores_needed(host_rate, rate)}
+                      for name, rate in paths.items()},
+            "num_threads": threads, "num_workers": workers}
 
 
-def workers_needed(host_rate: float | None, worker_rate: float | None) -> int | None:
-    if not host_rate or not worker_rate:
+def cores_needed(host_rate: float | None, core_rate: float | None) -> int | None:
+    if not host_rate or not core_rate:
         return None
-    return math.ceil(host_rate / worker_rate)
+    return math.ceil(host_rate / core_rate)
+
+
+def pack_command(config) -> str:
+    """The commands that pack the training images as `config` reads them and train from the store."""
+    data_dir = config.data.dir or "D"
+    size = f" --size={config.data.image_size}" if config.data.image_size else ""
+    fmt = f" --format={config.data.format}" if config.data.format != "png" else ""
+    return (f"python -m hpa_jax.data.pack --data_dir={data_dir} --out={data_dir}/packed/train{size}{fmt}, then "
+            f"--config.data.packed={data_dir}/packed")
 
 
 # ---- warnings and the summary -----------------------------------------------------------------
@@ -343,18 +380,24 @@ def plan_warnings(result: dict, config) -> list[str]:
     data = result["data"]
     if "error" in data:
         found.append(f"data path not timed: {data['error']}")
-    needed = data.get("workers_needed")
+    configured = data.get("paths", {}).get(data.get("configured"), {})
+    needed = configured.get("cores_needed")
     if needed is not None:
         rate = (f"the train step takes {result['measured']['images_per_s_host']:.3g} images/s on this host and one "
-                f"reader worker gives {data['images_per_s_per_worker']:.3g}, so {needed} workers are needed")
-        workers = int(config.data.num_workers)
-        if needed > max(workers, 1):
-            configured = "0 (reading in the training process: one worker's worth)" if workers == 0 else workers
-            found.append(f"the input pipeline would starve the devices: {rate}, but data.num_workers={configured}; "
-                         f"raise it or pack the data (python -m hpa_jax.data.pack, data.packed)")
-        if needed > result["devices"]["host_cpus"]:
-            found.append(f"the input pipeline would starve the devices: {rate}, but this host has "
-                         f"{result['devices']['host_cpus']} CPUs; pack the data (data.packed) or read fewer pixels")
+                f"core reads {configured['images_per_s_per_core']:.3g} from {data['source']}, so {needed} cores "
+                f"are needed")
+        readers = data["num_threads"] * max(data["num_workers"], 1)
+        cpus = result["devices"]["host_cpus"]
+        if needed > cpus and data["configured"] == "decoded":
+            found.append(f"decoding cannot keep up: {rate}, but this host has {cpus} CPUs; pack the images once "
+                         f"and train from the store: {pack_command(config)}")
+        elif needed > cpus:
+            found.append(f"the input pipeline would starve the devices: {rate}, but this host has {cpus} CPUs; "
+                         f"read fewer pixels (data.image_size)")
+        elif needed > readers:
+            found.append(f"the input pipeline would starve the devices: {rate}, but the readers are "
+                         f"data.num_threads={data['num_threads']} x data.num_workers={data['num_workers']}; raise "
+                         f"them or set both to auto")
     return found
 
 
@@ -429,12 +472,16 @@ def summary_lines(result: dict) -> list[str]:
     data = result["data"]
     if "error" in data:
         lines.append("  data path      not timed (see the warning)")
-    else:
-        lines.append(f"  data path      {data['source']}: {data['images_per_s_per_worker']:.3g} images/s per reader "
-                     f"worker ({data['samples']} examples: {data['work']}, one thread)")
-        if data["workers_needed"] is not None:
-            lines.append(f"                 {data['workers_needed']} reader worker(s) needed for this host's "
-                         f"{m['images_per_s_host']:.3g} images/s (data.num_workers={data['num_workers']})")
+        return lines
+    host = f" for this host's {m['images_per_s_host']:.3g} images/s" if m else ""
+    processes = f" in each of {data['num_workers']} reader processes" if data["num_workers"] else ""
+    lines.append(f"  data path      {data['source']}, read by {data['num_threads']} thread(s){processes} (training's "
+                 f"iterator over {data['samples']} examples, timed on one core):")
+    for name, path in data["paths"].items():
+        rate = path["images_per_s_per_core"]
+        need = f", {path['cores_needed']} core(s) needed{host}" if path["cores_needed"] is not None else ""
+        mark = " (configured)" if name == data["configured"] else ""
+        lines.append(f"                 {name:8s}{rate:>7,.{0 if rate >= 100 else 1}f} images/s per core{need}{mark}")
     return lines
 
 
@@ -495,7 +542,7 @@ def plan(config, workdir) -> dict:
     result = {
         "model": f"{config.model.name} ({config.model.head.pool} head, {config.model.dtype})",
         "devices": {"platform": device.platform, "kind": device.device_kind, "mesh": mesh.size,
-                    "local": local_devices, "processes": jax.process_count(), "host_cpus": host_cpus(),
+                    "local": local_devices, "processes": jax.process_count(), "host_cpus": pipeline.host_cpus(),
                     "load_1min": load_average(), "memory_limit_bytes": limit, "memory_limit_source": limit_source},
         "parameters": parameter_summary(abstract_state),
         "train_step": {"global_batch": int(config.train.batch_size), "per_device_batch": per_device,

@@ -28,7 +28,8 @@ def class_weights_for(config, train_labels: np.ndarray) -> np.ndarray | None:
 
 
 def make_train_step(config, mesh, class_weights=None):
-    """jit(shard_map(step)): (state, uint8 images, labels, rng) -> (state, metrics).
+    """jit(shard_map(step)): (state, uint8 images, labels, rng[, d4 codes]) -> (state, metrics);
+    with `d4`, each image is first put under its D4 transform (`pipeline.dihedral`).
 
     Each device sums the losses of its selected samples (all of them unless the hard sampler
     is on) over K, the number selected in the global batch; `psum` over the mesh then gives the
@@ -132,4 +133,11 @@ def make_train_step(config, mesh, class_weights=None):
 
     sharded = jax.shard_map(step if accumulation == 1 else accumulated_step, mesh=mesh,
                             in_specs=(P(), P(MESH_AXIS), P(MESH_AXIS), P()), out_specs=(P(), P()), check_vma=False)
-    return distributed.Together(jax.jit(sharded, donate_argnums=0), "train step")
+
+    def augmented_step(state: TrainState, images, labels, rng, d4=None):
+        # the batch's D4 codes (`pipeline.train_batches`): applied here, image by image where it is
+        if d4 is not None:
+            images = pipeline.dihedral(images, d4)
+        return sharded(state, images, labels, rng)
+
+    return distributed.Together(jax.jit(augmented_step, donate_argnums=0), "train step")
