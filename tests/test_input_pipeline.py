@@ -7,10 +7,9 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import pytest
 
-from hpa_jax.data import pack, pipeline, synthetic
+from hpa_jax.data import pipeline
 from hpa_jax.runtime import sharding
 from hpa_jax.training.loop import make_train_step
 from test_train_step import initial_state, tiny_config
@@ -19,13 +18,9 @@ CROP = 24
 
 
 @pytest.fixture(scope="module")
-def packed_source(tmp_path_factory):
+def packed_source(synthetic_store):
     """A packed store of 24 synthetic 32 px fields, with random labels."""
-    root = synthetic.generate(tmp_path_factory.mktemp("synthetic"), num_train=24, num_test=1, image_size=32)
-    frame = pd.read_csv(root / "train.csv", dtype=str)
-    store = pack.pack_folder(root / "train", frame["Id"], root / "packed", progress=False)
-    labels = np.random.default_rng(0).integers(0, 2, (len(frame), 28), dtype=np.uint8)
-    return pipeline.PackedSource(store, frame["Id"], labels)
+    return synthetic_store(24)
 
 
 def numpy_d4(image: np.ndarray, k: int) -> np.ndarray:

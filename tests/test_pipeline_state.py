@@ -7,24 +7,19 @@ import shutil
 
 import jax
 import numpy as np
-import pandas as pd
 import pytest
 
 from hpa_jax.evaluation import inference
 from hpa_jax.runtime import checkpoint
 from hpa_jax.training import loop as train
-from hpa_jax.data import pack, pipeline, synthetic
+from hpa_jax.data import pipeline
 from test_train_step import tiny_config
 
 
 @pytest.fixture(scope="module")
-def packed_source(tmp_path_factory):
-    """A packed store of 40 synthetic 32 px fields, as the fast training path reads them."""
-    root = synthetic.generate(tmp_path_factory.mktemp("synthetic"), num_train=40, num_test=1, image_size=32)
-    frame = pd.read_csv(root / "train.csv", dtype=str)
-    store = pack.pack_folder(root / "train", frame["Id"], root / "packed", progress=False)
-    labels = np.random.default_rng(0).integers(0, 2, (len(frame), 28), dtype=np.uint8)
-    return pipeline.PackedSource(store, frame["Id"], labels)
+def packed_source(synthetic_store):
+    """A packed store of 40 synthetic 32 px fields."""
+    return synthetic_store(40)
 
 
 def epoch_batches(source, num_workers, **kwargs):
