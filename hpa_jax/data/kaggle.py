@@ -161,13 +161,7 @@ def open_png_plane(path: pathlib.Path, color: str) -> np.ndarray:
     (libpng, 1.1-1.3x PIL's rate here), every other file by PIL (`pil_png_plane`): the pixels are PIL's bit
     for bit, and a file OpenCV refuses (libpng also checks what PIL skips, e.g. the image data's
     checksums) is PIL's to accept or to name the problem of, in PIL's words."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ProblemError(_problem(MISSING_FILE, path, f"missing {color} channel file")) from None
-    except OSError:
-        data = b""
+    data = channel_bytes(path, color)
     shape = _gray8_png_shape(data)
     if shape is not None:
         cv2 = opencv()
@@ -175,6 +169,18 @@ def open_png_plane(path: pathlib.Path, color: str) -> np.ndarray:
         if plane is not None and plane.dtype == np.uint8 and plane.shape == shape:
             return plane
     return pil_png_plane(path, color)
+
+
+def channel_bytes(path: pathlib.Path, color: str) -> bytes:
+    """A channel file's bytes for a fast decoder: a missing file is the `ProblemError` PIL's path
+    raises; any other read error gives no bytes, leaving the file to PIL to name its problem."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ProblemError(_problem(MISSING_FILE, path, f"missing {color} channel file")) from None
+    except OSError:
+        return b""
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -167,13 +167,7 @@ def jpeg_plane_opener(yellow: str = "mean_rg", *, size: int = 0, decoder: str = 
     def open_jpg_plane(path: pathlib.Path, color: str) -> np.ndarray | tuple[np.ndarray, tuple[int, int]]:
         decoded = None
         if decoder == "fast":
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except FileNotFoundError:
-                raise ProblemError(Problem(MISSING_FILE, str(path), f"missing {color} channel file")) from None
-            except OSError:
-                data = b""
+            data = kaggle.channel_bytes(path, color)
             decoded = _turbo_jpeg_pixels(data, size) if data else None
         if decoded is None:
             return _jpeg_plane(_pil_jpeg_pixels(path, color), color, yellow)
