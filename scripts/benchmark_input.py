@@ -126,29 +126,6 @@ def decoding_rows(args) -> list[tuple[str, float]]:
 
 # ---- the training and validation iterators ---------------------------------------------------
 
-def copy_limit(images: np.ndarray, crop: int, seconds: float, threads: int = 1) -> float:
-    """Images/s of copying only a `crop` square of each stored image out of the memory map in a
-    plain loop (no transform, no batching, nothing else), in each of `threads` threads, each into
-    its own reused buffer: what no reader of the store can beat."""
-    import concurrent.futures  # noqa: PLC0415
-
-    n, size = images.shape[:2]
-
-    def loop(seed):
-        rng = np.random.default_rng(seed)
-        out = np.empty((crop, crop, images.shape[3]), np.uint8)
-        start, done = time.perf_counter(), 0
-        while time.perf_counter() - start < seconds:
-            for i in range(n):
-                top, left = rng.integers(0, size - crop + 1, 2)
-                np.copyto(out, images[i, top:top + crop, left:left + crop])
-            done += n
-        return done / (time.perf_counter() - start)
-
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        return sum(pool.map(loop, range(threads)))
-
-
 def pipeline_rows(args, tmp: pathlib.Path) -> list[tuple[str, float]]:
     """(path, images/s of wall time) of the training iterator (`pipeline.train_batches`, batch
     `--batch`, 768 px images cropped to 512) and the validation iterator (`pipeline.eval_batches`,
@@ -190,7 +167,7 @@ def pipeline_rows(args, tmp: pathlib.Path) -> list[tuple[str, float]]:
         return rate(epochs(), seconds)
 
     rows = [(f"copy limit: only the {CROP} px crop out of the memory map, a plain loop, {threads} thread"
-             + ("s" if threads > 1 else ""), copy_limit(packed.images, CROP, args.seconds, threads)) for threads in (1, 2)]
+             + ("s" if threads > 1 else ""), pipeline.copy_limit(packed.images, CROP, args.seconds, threads)) for threads in (1, 2)]
     readers = ((1, 0), (2, 0), (1, 1), (1, 2))
     for name, (source, validation_set, seconds) in sets.items():
         for threads, workers in readers:

@@ -35,13 +35,13 @@ import math
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 from hpa_jax.classes import CHANNELS
 from hpa_jax.config.shipped import load
+from hpa_jax.reporting import performance
 from hpa_jax.reporting.performance import machine, publish, when
 from hpa_jax.workdir import Workdir
 
@@ -85,17 +85,7 @@ def paper_batch(name: str) -> int:
 
 
 def run_main(args: list[str], devices: int, cache: pathlib.Path) -> float:
-    """`python -m hpa_jax.main ARGS` with `devices` CPU devices; its wall time (raises on failure)."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "HPA_JAX_CACHE": str(cache),
-           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()}
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "hpa_jax.main", *args], cwd=REPO, env=env, capture_output=True,
-                            text=True)
-    seconds = time.perf_counter() - start
-    sys.stderr.write(result.stdout[-3000:])
-    if result.returncode != 0:
-        raise RuntimeError(f"hpa_jax.main {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-    return seconds
+    return performance.run_main(args, devices, cache, REPO)
 
 
 def measure_config(name: str, data: pathlib.Path, tmp: pathlib.Path) -> dict:

@@ -2,6 +2,7 @@
 `config.json` (`hpa_jax.config.upgrade`)."""
 
 import json
+import os
 
 import ml_collections
 import pytest
@@ -44,12 +45,12 @@ def test_shipped_configs_and_the_defaults_validate(name):
     ("data__duplicates", "remove", "data.duplicates='remove': expected one of none, drop, same_fold"),
     ("data__oversample_rounding", "up", "data.oversample_rounding='up': expected one of nearest, stochastic"),
     ("model__name", "resnet5", "model.name='resnet5': expected one of .*resnet50"),
-    ("model__dtype", "float64", "model.dtype='float64': expected one of float32, bfloat16"),
+    ("model__dtype", "float64", "model.dtype='float64': expected one of auto, float32, bfloat16"),
     ("model__grouped_conv", "fast", "model.grouped_conv='fast': expected one of auto, xla"),
     ("model__head__pool", "max", "model.head.pool='max': expected one of acp, gap"),
     ("optim__name", "adam", "optim.name='adam': expected one of sgd, adamw"),
     ("optim__schedule", "step", "optim.schedule='step': expected one of cosine, cosine_restarts"),
-    ("train__reduction", "sum", "train.reduction='sum': expected one of ordered, psum"),
+    ("train__reduction", "sum", "train.reduction='sum': expected one of auto, ordered, psum"),
     ("loss__name", "dice", "loss.name='dice': expected one of bce, focal, bce\\+focal"),
     ("eval__threshold_method", "best", "eval.threshold_method='best': expected one of greedy, single, label_rate"),
     ("eval__checkpoint", "last", "eval.checkpoint='last': expected 'best', 'latest' or a step number"),
@@ -122,6 +123,46 @@ def test_batches_against_the_devices():
         validate(config, num_devices=8)
 
 
+@pytest.mark.parametrize("name", ["resnet50", "resnet101", "senet", "densenet", "inception_v4", "gapnet"])
+def test_every_paper_config_fits_1_to_16_devices_at_the_nearest_batch(name):
+    """`devices.fit_to_devices` (what `hpa_jax.main` does before the check): each paper batch that
+    a device count does not divide becomes the multiple of it nearest the paper's (brute force over
+    the multiples, a tie going up), said in one line; one that fits is the same config."""
+    from hpa_jax.config import devices
+    from hpa_jax.config.shipped import load
+
+    config = load(name).get_config()
+    paper = config.train.batch_size
+    for count in (1, 2, 4, 8, 16):
+        said = []
+        fitted = devices.fit_to_devices(config, count, say=said.append)
+        validate(fitted, num_devices=count)
+        nearest = min(range(count, 4 * paper, count), key=lambda m: (abs(m - paper), -m))
+        assert fitted.train.batch_size == nearest
+        assert fitted.optim.lr == config.optim.lr and config.train.batch_size == paper   # a copy
+        if paper % count:
+            assert said[0].startswith(f"train.batch_size={paper} does not split over {count} devices: training "
+                                      f"with {nearest} ({nearest // count} a device), the learning rate as configured")
+        else:
+            assert fitted is config and not said
+
+
+def test_fitting_keeps_whole_micro_batches_and_rounds_evaluation_up():
+    from hpa_jax.config import devices
+
+    config = quickstart.get_config()
+    config.train.batch_size, config.train.accumulation_steps, config.eval.batch_size = 74, 2, 20
+    said = []
+    fitted = devices.fit_to_devices(config, 8, say=said.append)
+    assert (fitted.train.batch_size, fitted.eval.batch_size) == (80, 24)   # 16s: 64 or 80, nearer 80
+    validate(fitted, num_devices=8)
+    assert said == ["train.batch_size=74 does not split over 8 devices x 2 accumulation steps: training with 80 "
+                    "(10 a device in 2 micro-batches), the learning rate as configured (+8.1% images a step)",
+                    "eval.batch_size=20 does not split over 8 devices: evaluating with 24"]
+    config.train.batch_size = 3
+    assert devices.fit_to_devices(config, 16, say=said.append).train.batch_size == 32   # at least 1 a device x 2
+
+
 def test_fields_not_in_the_defaults_or_missing_from_them():
     config = quickstart.get_config()
     config.train.bogus = 1
@@ -157,7 +198,7 @@ def test_upgrade_brings_an_older_config_json_up_to_todays_fields(tmp_path):
 
     upgraded = upgrade.upgrade(old)
     today = defaults.get_config()
-    assert upgraded.train.reduction == today.train.reduction == "ordered"
+    assert upgraded.train.reduction == today.train.reduction == "auto"
     assert upgraded.checkpoint.best_metric == today.checkpoint.best_metric == "val_macro_f1_fitted"
     assert "metric" not in upgraded and "gone" not in upgraded.data
     assert upgraded.optim.lr == 0.123 and upgraded.model.name == "resnet18"
@@ -197,5 +238,30 @@ def test_evaluate_takes_the_model_from_an_older_config_json(tmp_path):
     given.model.grouped_conv, given.eval.batch_size = "xla", 8
     config = training_config(given, tmp_path)
     assert config.model.width == 8 and config.data.crop_size == 48 and config.model.grouped_conv == "xla"
-    assert config.eval.batch_size == 8 and config.train.reduction == "ordered"
+    assert config.eval.batch_size == 8 and config.train.reduction == "auto"
     validate(config)
+
+
+def test_auto_choices_follow_the_backend_and_ordered_asks_xla_for_deterministic_gpu_kernels(monkeypatch, tmp_path):
+    """"auto": bfloat16 compute and the psum all-reduce on GPUs and TPUs, float32 and the ordered sum
+    on CPUs (this machine: the tests' 1 x 8 = 2 x 4 equality rests on it); a run that asks for
+    "ordered" gets XLA's deterministic GPU kernels, once in XLA_FLAGS before any backend starts."""
+    import jax.numpy as jnp
+
+    from hpa_jax.models import compute_dtype
+    from hpa_jax.runtime import startup
+    from hpa_jax.runtime.sharding import resolve_reduction
+
+    assert [compute_dtype("auto", p) for p in ("gpu", "tpu", "cpu")] == [jnp.bfloat16, jnp.bfloat16, jnp.float32]
+    assert compute_dtype("auto") == jnp.float32 and compute_dtype("float16", "gpu") == jnp.float16
+    assert [resolve_reduction("auto", p) for p in ("gpu", "tpu", "cpu")] == ["psum", "psum", "ordered"]
+    assert resolve_reduction("auto") == "ordered" and resolve_reduction("ordered", "gpu") == "ordered"
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path))   # leave this process's JAX settings alone
+    monkeypatch.setenv("JAX_THREEFRY_PARTITIONABLE", "0")
+    startup.start_up(tmp_path)
+    assert "deterministic" not in os.environ["XLA_FLAGS"]
+    for _ in range(2):
+        startup.start_up(tmp_path, deterministic_gpu=True)
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8 --xla_gpu_deterministic_ops=true"

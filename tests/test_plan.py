@@ -109,6 +109,29 @@ def test_plan_reports_xla_analysis_of_the_training_step(planned):
     assert json.loads((workdir / "plan.json").read_text()) == json.loads(json.dumps(result))
 
 
+def test_collectives_per_step_from_the_compiled_step(planned):
+    """plan.json's collectives against what the config implies, counted from the model: on CPUs
+    "auto" is the ordered reduction, one all-gather per gradient leaf (XLA may merge some) and the
+    loss, each device sending its whole gradient to the 7 others; every BatchNorm layer two
+    all-gathers (forward, backward) in each of the 2 micro-batches; the link time their bytes over
+    the node's link plus a latency each."""
+    config, result, _ = planned
+    c = result["collectives"]
+    _, state = compiled_train_step(config, sharding.make_mesh())
+    param_bytes = result["parameters"]["params_bytes"]
+    norms = [v for path, v in traverse_util.flatten_dict(state.batch_stats).items() if path[-1] == "mean"]
+    channels, accumulation = sum(v.shape[0] for v in norms), 2
+    assert (c["reduction"], c["batch_norm_sync"], c["devices"], set(c["kinds"])) == ("ordered", "global", 8,
+                                                                                     {"all-gather"})
+    assert 2 * accumulation * len(norms) < c["count"] <= 2 * accumulation * len(norms) + len(jax.tree.leaves(
+        state.params)) + 1
+    # all-gathers of a D x S result send (D - 1) S: the gradients and loss, and (mean, var) per layer and pass
+    expected = 7 * (param_bytes + 4 + 2 * accumulation * 2 * 4 * channels)
+    assert c["bytes_sent"] == pytest.approx(expected, rel=1e-3)
+    assert c["link"]["seconds"] == pytest.approx(expected / 450e9 + c["count"] * 15e-6, rel=1e-3)
+    assert c["compute_seconds"] == result["measured"]["step_seconds_at_config_batch"]
+
+
 def test_flops_are_per_device(planned):
     """What the module docstring states: XLA's FLOPs of a sharded step are one device's. The
     predict step (no update that every device repeats) on 8 devices costs each an eighth of

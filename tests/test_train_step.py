@@ -138,3 +138,64 @@ def test_non_finite_step_keeps_the_state_and_stops_naming_the_step():
     state = jax.device_put(before, sharding.replicated(mesh))
     with pytest.raises(TrainingDiverged, match="non-finite loss or gradient at step 3"):
         run_epoch(step, state, tqdm(batches, disable=True), mesh, jax.random.key(1), lambda s: 0.1, check_every=2)
+
+
+def test_device_batch_norm_is_each_shard_on_its_own_with_running_statistics_averaged():
+    """`model.batch_norm_sync="device"` on 8 devices against a brute-force reference on one: the
+    loss is the sum over the 8 shards of each shard's BCE with its own BatchNorm moments (over the
+    global batch), the update the optimizer's step on that gradient, the running statistics the
+    mean of the shards' (as DistributedDataParallel without SyncBatchNorm, its buffers averaged),
+    which are not the whole batch's."""
+    config = tiny_config()
+    config.model.batch_norm_sync = "device"
+    images, labels = random_batches(1)
+    eight, history = run_steps(config, jax.devices(), images, labels, None)
+
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    state = initial_state(config, mesh)
+    model = create_model_from_config(config)
+    x = normalize(images[0], config.data.mean, config.data.std).reshape(8, 2, 32, 32, 4)
+    y = labels[0].reshape(8, 2, 28).astype(np.float32)
+
+    def loss_fn(params):
+        total, stats = 0.0, []
+        for d in range(8):
+            logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x[d], train=True,
+                                          mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
+            total = total + losses.per_sample_loss(config.loss, logits, y[d], None).sum() / 16
+            stats.append(updates["batch_stats"])
+        return total, jax.tree.map(lambda *s: sum(s) / 8, *stats)
+
+    def reference(params):   # and the whole batch's statistics, to show the shards' differ from them
+        whole = model.apply({"params": params, "batch_stats": state.batch_stats}, x.reshape(16, 32, 32, 4),
+                            train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})[1]
+        return jax.value_and_grad(loss_fn, has_aux=True)(params), whole["batch_stats"]
+
+    ((loss, stats), grads), whole = jax.jit(reference)(state.params)
+    expected = jax.device_get(state.apply_gradients(grads=grads, batch_stats=stats))
+    assert history[0]["loss"] == pytest.approx(float(loss), rel=1e-5)
+    for name in ("params", "batch_stats"):
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(getattr(expected, name)),
+                                jax.tree.leaves(getattr(eight, name)), strict=True):
+            np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-6, err_msg=f"{name}{jax.tree_util.keystr(path)}")
+    assert not np.allclose(whole["encoder"]["bn1"]["var"], stats["encoder"]["bn1"]["var"], rtol=1e-4, atol=0)
+
+
+def test_batches_go_to_the_devices_two_ahead_of_the_step():
+    """`sharding.prefetch_to_devices`: every batch, in order, as the global arrays `put_batch` makes,
+    with the host iterator read two batches ahead of the one handed to the step."""
+    mesh = sharding.make_mesh()
+    pulled = []
+
+    def host():
+        for i in range(5):
+            pulled.append(i)
+            yield {"image": np.full((8, 2), i, np.uint8), "skip": i}
+
+    seen = []
+    for arrays in sharding.prefetch_to_devices(host(), mesh, 2, keys=("image",)):
+        i = int(arrays["image"][0, 0])
+        seen.append(i)
+        assert set(arrays) == {"image"} and arrays["image"].sharding == sharding.batch_sharding(mesh)
+        assert pulled[-1] == min(i + 2, 4)
+    assert seen == list(range(5))

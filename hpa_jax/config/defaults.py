@@ -80,7 +80,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "resnet50"
     c.model.width = 64                             # stem width; stage i has width * 2**i (x4 in bottlenecks)
-    c.model.dtype = "float32"                      # compute dtype; "bfloat16" on GPUs, params stay float32
+    c.model.dtype = "auto"                         # compute dtype: "auto" (bfloat16 on GPUs and TPUs, float32 on CPUs) | "float32" | "bfloat16" | "float16"; params stay float32
+    c.model.batch_norm_sync = "global"             # BatchNorm statistics: "global" (over the whole global batch) | "device" (each device's own, as DDP without SyncBatchNorm)
     c.model.grouped_conv = "auto"                  # grouped convs (SE-ResNeXt): "auto" | "xla" | "block_diagonal" | "split"
     c.model.head = ml_collections.ConfigDict()
     c.model.head.pool = "acp"                      # "acp" (concat avg+max) | "gap"
@@ -107,7 +108,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.num_epochs = 12
     c.train.steps_per_epoch = 0                    # batches per epoch, the first of each epoch's order; 0 = all (trials, benchmarks)
     c.train.accumulation_steps = 1                 # micro-batches per step (gradient accumulation); must divide the per-device batch
-    c.train.reduction = "ordered"                  # gradient sum over devices: "ordered" (same bits on any process split) | "psum" (all-reduce)
+    c.train.reduction = "auto"                     # gradient sum over devices: "auto" (psum on GPUs and TPUs, ordered on CPUs) | "ordered" (same bits on any process split) | "psum" (all-reduce)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = "bce"                            # "bce" | "focal" | "bce+focal" (their sum)
@@ -146,4 +147,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.plan.measure_steps = 3                       # timed train steps after one warm-up; 0 = do not run the step
     c.plan.data_samples = 16                       # training examples read to time one reader worker
     c.plan.device_memory_gb = 0.0                  # device memory (GiB) to check against; 0 = the local device's
+    # Links the step's collectives are timed over (a ring through the slowest link on the way):
+    c.plan.devices_per_node = 8                    # devices one fast link (NVLink) joins; more devices cross the network
+    c.plan.node_link_gb_s = 450.0                  # GB/s each way per device within a node (H100 SXM NVLink 4: 900 GB/s both ways)
+    c.plan.network_gb_s = 50.0                     # GB/s each way per device between nodes (one 400 Gb/s InfiniBand NDR port a GPU)
+    c.plan.collective_latency_us = 15.0            # start-up latency of one collective (NCCL on one node ~10 us, across nodes ~25 us)
     return c

@@ -21,7 +21,7 @@ from hpa_jax.errors import ConfigError
 
 # Subtrees whose keys are free: a model family's own keywords (checked by building the encoder).
 OPEN_FIELDS = ("model.encoder_options",)
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 NAMED_CHECKPOINTS = ("best", "latest")
 D4_TRANSFORMS = 8
 
@@ -143,6 +143,7 @@ def _check_model(c) -> None:
     _choice(c, "model.name", tuple(sorted(models.ENCODERS)))
     _integer(c, "model.width", 1)
     _choice(c, "model.dtype", DTYPES)
+    _choice(c, "model.batch_norm_sync", models.BATCH_NORM_SYNCS)
     _choice(c, "model.grouped_conv", GROUPED_CONV_IMPLEMENTATIONS)
     _choice(c, "model.head.pool", POOLS)
     layers = _value(c, "model.head.layers")
@@ -248,6 +249,10 @@ def _check_plan(c) -> None:
     _integer(c, "plan.measure_steps", 0)
     _integer(c, "plan.data_samples", 0)
     _real(c, "plan.device_memory_gb", 0.0)
+    _integer(c, "plan.devices_per_node", 1)
+    _real(c, "plan.node_link_gb_s", 0.0, low_open=True)
+    _real(c, "plan.network_gb_s", 0.0, low_open=True)
+    _real(c, "plan.collective_latency_us", 0.0)
 
 
 # ---- one field ------------------------------------------------------------------------------

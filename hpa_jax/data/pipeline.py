@@ -8,6 +8,7 @@ batch; the D4 transform (a transpose and flips, which on the host would be a sec
 copy of every image) is a per-image code that the jitted train step applies (`dihedral`).
 """
 
+import concurrent.futures
 import dataclasses
 import os
 import pathlib
@@ -485,3 +486,24 @@ def normalize(images: jnp.ndarray, mean, std) -> jnp.ndarray:
     mean = jnp.asarray(mean, jnp.float32) * 255.0
     std = jnp.asarray(std, jnp.float32) * 255.0
     return (images.astype(jnp.float32) - mean) / std
+
+
+def copy_limit(images: np.ndarray, crop: int, seconds: float, threads: int = 1) -> float:
+    """Images/s of copying only a `crop` square of each stored image out of the memory map in a
+    plain loop (no transform, no batching, nothing else), in each of `threads` threads, each into
+    its own reused buffer: what no reader of the store can beat."""
+    n, size = images.shape[:2]
+
+    def loop(seed):
+        rng = np.random.default_rng(seed)
+        out = np.empty((crop, crop, images.shape[3]), np.uint8)
+        start, done = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            for i in range(n):
+                top, left = rng.integers(0, size - crop + 1, 2)
+                np.copyto(out, images[i, top:top + crop, left:left + crop])
+            done += n
+        return done / (time.perf_counter() - start)
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return sum(pool.map(loop, range(threads)))

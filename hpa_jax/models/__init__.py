@@ -20,8 +20,10 @@ from types import ModuleType
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
+from hpa_jax.collectives import MESH_AXIS
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import densenet, gapnet, inception, resnet
 from hpa_jax.models.heads import ClassifierHead
@@ -74,13 +76,17 @@ def create_model(name: str, num_classes: int = 28, in_channels: int = 4, *,
                  head: str | Mapping[str, Any] | None = None,
                  head_pool: str | None = None, head_layers: Sequence[Sequence[float]] | None = None,
                  width: int = 64, dtype: Any = "float32", grouped_conv: str = "auto",
-                 encoder_options: Mapping[str, Any] | None = None) -> Classifier:
+                 batch_norm_sync: str = "global", encoder_options: Mapping[str, Any] | None = None) -> Classifier:
     """Builds a classifier, as timm's `create_model(name, in_chans=4, num_classes=28)` would.
 
     `in_channels` is fixed by the input at `init`; it is accepted for call sites that read like
     timm's. `head_pool`/`head_layers` override single fields of `head`. `encoder_options` are a
     family's own keywords (GapNet-PL's `extra_first_stage_convs`, for example). `grouped_conv`
     chooses how grouped convolutions run (same parameters and results, different speed).
+    `dtype="auto"` computes in bfloat16 on GPUs and TPUs, float32 on CPUs (`compute_dtype`).
+    `batch_norm_sync`: "global" BatchNorms take their moments over the whole batch split over the
+    mesh, "device" each device's own (no collectives; the train step then averages the running
+    statistics over devices).
     """
     del in_channels
     if name not in ENCODERS:
@@ -90,7 +96,10 @@ def create_model(name: str, num_classes: int = 28, in_channels: int = 4, *,
         spec["pool"] = head_pool
     if head_layers is not None:
         spec["layers"] = head_layers
-    dtype = jnp.dtype(dtype)
+    dtype = compute_dtype(dtype)
+    if batch_norm_sync not in BATCH_NORM_SYNCS:
+        raise ConfigError(f"unknown batch_norm_sync {batch_norm_sync!r}; expected one of {', '.join(BATCH_NORM_SYNCS)}")
+    axis_name = MESH_AXIS if batch_norm_sync == "global" else None
     resolve_grouped_conv(grouped_conv)  # a misspelt name is an error for every model
     options = dict(encoder_options or {})
     if getattr(FAMILY_OF[name], "HAS_GROUPED_CONVS", False):
@@ -99,13 +108,28 @@ def create_model(name: str, num_classes: int = 28, in_channels: int = 4, *,
         encoder = ENCODERS[name](name, width=width, dtype=dtype, **options)
     except TypeError as e:
         raise ConfigError(f"model.encoder_options {dict(encoder_options or {})} do not fit {name}: {e}") from None
+    if hasattr(encoder, "axis_name"):   # the families with BatchNorm
+        encoder = encoder.clone(axis_name=axis_name)
     return Classifier(encoder=encoder, head=ClassifierHead(
         num_classes=num_classes, pool=spec["pool"], layers=tuple(map(tuple, spec["layers"])),
-        batch_norm=bool(spec["batch_norm"]), dtype=dtype))
+        batch_norm=bool(spec["batch_norm"]), dtype=dtype, axis_name=axis_name))
+
+
+BATCH_NORM_SYNCS = ("global", "device")   # model.batch_norm_sync
+NATIVE_BFLOAT16 = ("gpu", "tpu")          # backends where "auto" means bfloat16 compute
+
+
+def compute_dtype(dtype: Any, platform: str | None = None) -> jnp.dtype:
+    """`model.dtype` as the dtype the encoder and head compute in: "auto" is bfloat16 on GPUs and
+    TPUs (their matrix units' native type, half float32's memory) and float32 on CPUs, where
+    bfloat16 is emulated and slower; `platform` defaults to JAX's default backend."""
+    if isinstance(dtype, str) and dtype == "auto":
+        return jnp.dtype(jnp.bfloat16 if (platform or jax.default_backend()) in NATIVE_BFLOAT16 else jnp.float32)
+    return jnp.dtype(dtype)
 
 
 def create_model_from_config(config) -> Classifier:
     m = config.model
     return create_model(m.name, config.num_classes, config.in_channels, head=dict(m.head),
                         width=m.width, dtype=m.dtype, grouped_conv=m.grouped_conv,
-                        encoder_options=m.encoder_options)
+                        batch_norm_sync=m.batch_norm_sync, encoder_options=m.encoder_options)

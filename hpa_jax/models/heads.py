@@ -41,6 +41,7 @@ class ClassifierHead(nn.Module):
     layers: Sequence[Sequence[float]] = ((1024, 0.5),)
     batch_norm: bool = False
     dtype: Any = jnp.float32
+    axis_name: str | None = MESH_AXIS   # the BatchNorms' (`batch_norm`); None: each device's own moments
 
     @nn.compact
     def __call__(self, features: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -52,7 +53,7 @@ class ClassifierHead(nn.Module):
             raise ConfigError(f"unknown head pool {self.pool!r}: expected one of {', '.join(POOLS)}")
         if self.batch_norm:
             norm = partial(BatchNorm, use_running_average=not train, dtype=self.dtype,
-                           axis_name=MESH_AXIS, **BATCH_NORM_DEFAULTS)
+                           axis_name=self.axis_name, **BATCH_NORM_DEFAULTS)
             rate = 0.0
             for i, (units, rate) in enumerate(self.layers):
                 h = nn.Dropout(float(rate), deterministic=not train)(norm(name=f"buffer{i}_bn")(h))

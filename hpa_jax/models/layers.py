@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from hpa_jax.collectives import ordered_mean
+from hpa_jax.collectives import batch_moments
 from hpa_jax.errors import ConfigError
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 means a decay of 0.9 here). Batch statistics
@@ -25,10 +25,12 @@ BATCH_NORM_DEFAULTS = dict(momentum=0.9, epsilon=1e-5, use_fast_variance=False)
 
 
 class BatchNorm(nn.BatchNorm):
-    """Flax's BatchNorm (same fields, parameters and batch statistics) with its moments averaged
-    over `axis_name` in mesh order (`collectives.ordered_mean`) rather than by `lax.pmean`, whose
-    all-reduce adds in a different order on one process than across several: so a run gives the
-    same bits on 1 process x 8 devices as on 2 x 4. The variance is always the two-pass one."""
+    """Flax's BatchNorm (same fields, parameters and batch statistics) with its moments combined
+    over `axis_name` by `collectives.batch_moments`: one all-gather forward and one backward (flax's
+    `lax.pmean` of the mean and mean square also takes one each way, but its all-reduce adds in a
+    different order on one process than across several, where a gather gives the same bits on
+    1 process x 8 devices as on 2 x 4). The variance is the two-pass one, on every device and
+    combined over devices without cancellation. `axis_name=None`: each device's own moments."""
 
     @nn.compact
     def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
@@ -43,14 +45,10 @@ class BatchNorm(nn.BatchNorm):
         else:
             axes = tuple(range(x.ndim - 1))
             x32 = x.astype(jnp.promote_types(self.dtype or x.dtype, jnp.float32))
-            distributed = self.axis_name is not None and not self.is_initializing()
-
-            def batch_mean(v):
-                local = v.mean(axes)
-                return ordered_mean(local, self.axis_name) if distributed else local
-
-            mean = batch_mean(x32)
-            var = batch_mean(jnp.square(x32 - mean))
+            mean = x32.mean(axes)
+            var = jnp.square(x32 - mean).mean(axes)
+            if self.axis_name is not None and not self.is_initializing():
+                mean, var = batch_moments(mean, var, self.axis_name)
             if not self.is_initializing():
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
                 ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
@@ -62,6 +60,7 @@ class BatchNorm(nn.BatchNorm):
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (features,), self.param_dtype)
         return jnp.asarray(y, self.dtype or jnp.result_type(x, self.param_dtype))
+
 
 def scaled(channels: int, width: int) -> int:
     """A width-64 channel count scaled to `width` (the encoders' `width`: 64 is full size, smaller

@@ -13,6 +13,8 @@ import pathlib
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import time
 
 
@@ -158,3 +160,18 @@ def area_main(name: str, add_arguments, run, argv=None, description: str = "") -
     add_arguments(parser)
     args = parser.parse_args(argv)
     return publish(args.doc, name, run(args))
+
+
+def run_main(args: list[str], devices: int, cache: pathlib.Path, cwd: pathlib.Path) -> float:
+    """`python -m hpa_jax.main ARGS` run in `cwd` on `devices` CPU devices with its caches in
+    `cache`; its wall time (a failure raises with the end of its standard error)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "HPA_JAX_CACHE": str(cache),
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "hpa_jax.main", *args], cwd=cwd, env=env, capture_output=True,
+                            text=True)
+    seconds = time.perf_counter() - start
+    sys.stderr.write(result.stdout[-3000:])
+    if result.returncode != 0:
+        raise RuntimeError(f"hpa_jax.main {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return seconds

@@ -30,13 +30,18 @@ from hpa_jax.training.step import class_weights_for, make_train_step
 from hpa_jax.workdir import Workdir
 
 
+DEVICE_PREFETCH = 2   # batches on the devices ahead of the step's
+
+
 def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, schedule, check_every: int = 10, *,
               losses_before=(), checkpoint_every: int = 0, save_checkpoint=None, should_stop=None, on_loss=None):
     """Runs the train step over the batches of the progress `bar`; returns the new state and the
     mean loss of the epoch's steps.
 
-    Device values are read back only every `check_every` steps, so the host keeps queueing work
-    ahead of the device; a non-finite step found then raises `TrainingDiverged` naming it.
+    The host never waits on the step it has just dispatched: the next batches are put on the
+    devices while it runs (`sharding.prefetch_to_devices`), and the metrics are read back every
+    `check_every` steps up to the step before the newest, which keeps the device's queue full; a
+    non-finite step found then raises `TrainingDiverged` naming it.
 
     Mid-epoch checkpoints: after every global step that is a multiple of `checkpoint_every`,
     `save_checkpoint(state, step, losses)` is called with the losses of all the epoch's steps so
@@ -51,8 +56,10 @@ def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, sched
     step = int(state.step)
     pending, losses_seen = [], [float(loss) for loss in losses_before]
 
-    def check():
-        host = jax.tree.map(sharding.replicated_to_host, pending)
+    def check(behind: int = 0):
+        """Reads the pending steps' metrics back but the newest `behind` (still running)."""
+        ready = pending[:len(pending) - behind]
+        host = jax.tree.map(sharding.replicated_to_host, ready)
         for s, metrics in host:
             if not metrics["finite"]:
                 raise TrainingDiverged(f"non-finite loss or gradient at step {s + 1} (loss {metrics['loss']}, "
@@ -60,18 +67,17 @@ def run_epoch(train_step, state: TrainState, bar: tqdm, mesh, dropout_rng, sched
             losses_seen.append(float(metrics["loss"]))
             if on_loss is not None:
                 on_loss(s + 1, losses_seen[-1])
-        pending.clear()
+        del pending[:len(ready)]
         if losses_seen:
             bar.set_postfix(loss=f"{losses_seen[-1]:.4f}", lr=f"{float(schedule(step - 1)):.2e}")
 
-    for batch in bar:
-        arrays = sharding.put_batch(mesh, {key: batch[key] for key in ("image", "labels", "d4") if key in batch})
+    for arrays in sharding.prefetch_to_devices(bar, mesh, DEVICE_PREFETCH, keys=("image", "labels", "d4")):
         state, metrics = train_step(state, arrays["image"], arrays["labels"], jax.random.fold_in(dropout_rng, step),
                                     arrays.get("d4"))
         pending.append((step, metrics))
         step += 1
-        if len(pending) == check_every:
-            check()
+        if len(pending) > check_every:
+            check(behind=1)
         if save_checkpoint is not None and checkpoint_every > 0 and step % checkpoint_every == 0:
             check()
             save_checkpoint(state, step, list(losses_seen))

@@ -109,6 +109,9 @@ def hard_sample_selection(per_sample: jnp.ndarray, ratio: float,
     With `axis_name=None` `per_sample` is the whole batch. Equal losses are taken lower global
     index first (`jax.lax.top_k`'s order), so the selection is deterministic; ratio 1 takes all.
     """
+    if ratio == 1:   # all of them: nothing to rank (and no losses to gather)
+        total = per_sample.shape[0] * (jax.lax.axis_size(axis_name) if axis_name is not None else 1)
+        return jnp.ones((total,), per_sample.dtype), jnp.ones_like(per_sample), total
     ranked = jax.lax.stop_gradient(per_sample)
     if axis_name is not None:
         ranked = jax.lax.all_gather(ranked, axis_name, tiled=True)

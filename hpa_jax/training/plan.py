@@ -38,9 +38,9 @@ from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
 from hpa_jax.errors import UserError, warn
 from hpa_jax.evaluation import inference
-from hpa_jax.models import create_model_from_config
+from hpa_jax.models import compute_dtype, create_model_from_config
 from hpa_jax.reporting import outputs
-from hpa_jax.runtime import distributed, sharding
+from hpa_jax.runtime import distributed, interconnect, sharding
 from hpa_jax.training import optim
 from hpa_jax.training.state import abstract_train_state
 from hpa_jax.training.step import class_weights_for, make_train_step
@@ -268,6 +268,37 @@ def throughput(step_seconds: float, measured: dict, configured: dict, local_devi
             "flops_per_s_per_device": rate}
 
 
+# ---- the collectives --------------------------------------------------------------------------
+
+def collective_summary(config, compiled, mesh, measured: dict | None) -> dict:
+    """The train step's collectives per step, read from its compiled program
+    (`runtime.interconnect`): count and bytes each device sends, by kind, for the reduction and
+    BatchNorm sync it runs with, and the time they take over the links `plan.*` describe (an upper
+    bound: no overlap with compute), next to the step's compute where it was measured."""
+    found = interconnect.summary(interconnect.collectives(compiled.as_text(), mesh.size))
+    p = config.plan
+    link = interconnect.link_seconds(found["bytes_sent"], found["count"], mesh.size,
+                                     devices_per_node=int(p.devices_per_node), node_link_gb_s=float(p.node_link_gb_s),
+                                     network_gb_s=float(p.network_gb_s), latency_us=float(p.collective_latency_us))
+    return {"reduction": sharding.resolve_reduction(config.train.reduction, mesh.devices.flat[0].platform),
+            "batch_norm_sync": config.model.batch_norm_sync, "devices": mesh.size, **found,
+            "link": {**link, "latency_us": float(p.collective_latency_us), "devices_per_node": int(p.devices_per_node)},
+            "compute_seconds": measured["step_seconds_at_config_batch"] if measured else None}
+
+
+def collective_lines(c: dict) -> list[str]:
+    if not c["count"]:
+        return [f"  collectives    none ({c['devices']} device)"]
+    kinds = ", ".join(f"{v['count']} {kind}" for kind, v in c["kinds"].items())
+    link = c["link"]
+    where = "between nodes" if link["link"] == "network" else "within a node"
+    compute = f"; the step's compute here {c['compute_seconds'] * 1e3:.3g} ms" if c["compute_seconds"] else ""
+    return [f"  collectives    {kinds} per step ({c['reduction']} gradient reduction, {c['batch_norm_sync']} "
+            f"BatchNorm): each device sends {human_bytes(c['bytes_sent'])}",
+            f"                 {link['seconds'] * 1e3:.3g} ms at {link['gb_s']:g} GB/s {where} and "
+            f"{link['latency_us']:g} us a collective{compute}"]
+
+
 # ---- the data path ----------------------------------------------------------------------------
 
 DATA_SECONDS = 2.0   # each path's iterator is timed this long after its first batch
@@ -369,7 +400,8 @@ def plan_warnings(result: dict, config) -> list[str]:
     reader workers or CPUs for the step's rate, a data path that could not be timed."""
     found = []
     limit, where = result["devices"]["memory_limit_bytes"], result["devices"]["memory_limit_source"]
-    bfloat16 = " or use model.dtype=bfloat16" if config.model.dtype == "float32" else ""
+    computing = compute_dtype(config.model.dtype, result["devices"].get("platform"))
+    bfloat16 = " or use model.dtype=bfloat16" if computing == np.float32 else ""
     advice = {"train_step": f"lower train.batch_size, raise train.accumulation_steps{bfloat16}",
               "predict_step": f"lower eval.batch_size{bfloat16}"}
     for name, fix in advice.items():
@@ -469,6 +501,7 @@ def summary_lines(result: dict) -> list[str]:
                   f"(median of {m['steps']} after a warm-up), {human_flops(m['flops_per_s_per_device'])}/s per device",
                   f"                 {configured}{m['images_per_s_per_device']:.3g} images/s per device, "
                   f"{m['images_per_s_host']:.3g} images/s on this host"]
+    lines += collective_lines(result["collectives"])
     data = result["data"]
     if "error" in data:
         lines.append("  data path      not timed (see the warning)")
@@ -540,7 +573,8 @@ def plan(config, workdir) -> dict:
     compiled, measured_at = compile_programs(config, mesh, model, abstract_state, sizes, batches)
 
     result = {
-        "model": f"{config.model.name} ({config.model.head.pool} head, {config.model.dtype})",
+        "model": f"{config.model.name} ({config.model.head.pool} head, "
+                 f"{compute_dtype(config.model.dtype, device.platform).name})",
         "devices": {"platform": device.platform, "kind": device.device_kind, "mesh": mesh.size,
                     "local": local_devices, "processes": jax.process_count(), "host_cpus": pipeline.host_cpus(),
                     "load_1min": load_average(), "memory_limit_bytes": limit, "memory_limit_source": limit_source},
@@ -557,6 +591,7 @@ def plan(config, workdir) -> dict:
         result[name]["fits"] = None if limit is None else needed_bytes(result[name]["memory"]) <= limit
     result["measured"], result["measured_note"] = measure(config, mesh, abstract_state, measured_at,
                                                           compiled.get("measure", compiled["train"]), result)
+    result["collectives"] = collective_summary(config, compiled["train"][0], mesh, result["measured"])
     result["data"] = data_summary(config, source, data_error, result["measured"])
     result["warnings"] = plan_warnings(result, config)
     result["seconds"] = round(time.perf_counter() - started, 2)

@@ -15,7 +15,7 @@ from jax.sharding import PartitionSpec as P
 from hpa_jax.collectives import MESH_AXIS, ordered_sum
 from hpa_jax.data import pipeline
 from hpa_jax.errors import ConfigError
-from hpa_jax.runtime import distributed
+from hpa_jax.runtime import distributed, sharding
 from hpa_jax.training import losses
 from hpa_jax.training.state import TrainState
 
@@ -61,10 +61,19 @@ def make_train_step(config, mesh, class_weights=None):
     - Dropout: micro-batch j's key is the device's key folded with j (masks differ from A = 1's).
     """
     mean, std, loss_config = tuple(config.data.mean), tuple(config.data.std), config.loss
-    accumulation, reduction = int(config.train.accumulation_steps), config.train.reduction
+    accumulation = int(config.train.accumulation_steps)
+    reduction = sharding.resolve_reduction(config.train.reduction, mesh.devices.flat[0].platform)
+    # "device" BatchNorm: each device's running statistics moved with its own moments; they are
+    # averaged over the devices with the gradients (one reduction), so the state stays replicated.
+    average_batch_stats = config.model.batch_norm_sync == "device"
+    devices = mesh.shape[MESH_AXIS]
 
     def finish(state: TrainState, grads, loss, batch_stats, selected):
-        grads, loss = ordered_sum((grads, loss), MESH_AXIS, reduction)
+        if average_batch_stats:
+            grads, loss, batch_stats = ordered_sum((grads, loss, batch_stats), MESH_AXIS, reduction)
+            batch_stats = jax.tree.map(lambda s: s / devices, batch_stats)
+        else:
+            grads, loss = ordered_sum((grads, loss), MESH_AXIS, reduction)
         grad_norm = optax.tree.norm(grads)
         # A non-finite step leaves the state as it was, so what the loop stops with (and never
         # saves) is still the last good state; the host reads `finite` and stops the run.
