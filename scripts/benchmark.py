@@ -308,6 +308,9 @@ SCRIPTS = {
     "realsize": (["benchmark_realsize.py", "realsize"],
                  "the six paper configs at full size: plan, CPU steps, GPU needs (docs/scaling.md)"),
     "input": (["benchmark_input.py"], "the input pipeline: decoding and packed reading, per thread and process"),
+    "loop": (["benchmark_loop.py"], "the training loop's images/s against its bare jitted step's"),
+    "collectives": (["benchmark_collectives.py"],
+                    "paper configs on 8 and 16 simulated devices: plan, a step, collectives per step and their cost"),
     "gpu": (["benchmark_gpu.py"], "the paper's configs on a GPU: bfloat16 step rate and peak fraction, grouped conv, "
                                   "max-pool gradient, reductions, loop overhead, input"),
 }

@@ -131,14 +131,18 @@ def run(args) -> str:
     old_tiny = table_rows(next((text for head, text in old.items() if head.startswith("### Every")), ""))
     tiny = tiny or old_tiny
     kept = table_rows(next((text for head, text in old.items() if head.startswith("### Full width")), ""))
-    full = merge_rows([r for r in kept if not r.startswith(f"| {args.label} |")], full, key_cells=5)
+    if full:   # a new measurement of this label replaces its rows
+        kept = [r for r in kept if not r.startswith(f"| {args.label} |")]
+    full = merge_rows(kept, full, key_cells=5)
     return "\n".join([
         f"README's `--mode=plan` per paper config on {', '.join(map(str, counts))} simulated CPU devices, on "
         f"{machine()}. Bytes: what one device sends (and receives) per step under ring algorithms; link time: "
         "those bytes at 450 GB/s (NVLink, 8 devices a node) or 50 GB/s (InfiniBand NDR, more than 8) plus "
         "15 us a collective, no overlap with compute (`plan.*` changes them).", "",
         "### Every paper config: plans and trains a step (width 8)", "",
-        TINY_HEADER, "|---|---|---|---|---|---|", *tiny, "",
+        *([TINY_HEADER, "|---|---|---|---|---|---|", *tiny] if tiny else
+          ["Not measured yet: `python scripts/benchmark.py collectives --full=` runs this table alone (about 2.5 "
+           "minutes a row on 2 cores)."]), "",
         "### Full width: the train step's collectives by gradient reduction and BatchNorm sync", "",
         "Compiled at 64 px (collectives and their bytes do not depend on the image size). `before` rows: the "
         "code before BatchNorm took one collective each way (a mean, then a variance: two each way) and before "
