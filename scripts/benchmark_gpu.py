@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpa_jax.classes import KAGGLE_TRAIN_COUNTS
+from hpa_jax.config.devices import nearest_multiple
 from hpa_jax.config.shipped import load
 from hpa_jax.models import create_model_from_config
 from hpa_jax.models.layers import resolve_grouped_conv
@@ -101,26 +102,18 @@ def peak_flops(kind: str) -> float | None:
     return next((peak for names, peak in PEAK_BF16 if all(n in kind for n in names)), None)
 
 
-def per_device_batch(global_batch: int, devices: int) -> int:
-    """The paper's global batch over `devices`, to the nearest whole batch (halves up), at least 1."""
-    return max(1, math.floor(global_batch / devices + 0.5))
-
-
 def paper_config(name: str, args, devices: int = 1, **overrides):
     """Shipped config `name` as measured here: bfloat16, psum, its per-device batch on each of
     `devices`, CPU-sized with `--tiny`; then `overrides` {"section.key": value}."""
     config = load(name).get_config()
-    per_device = per_device_batch(config.train.batch_size, args.devices)
+    # the per-device batch training runs the paper's batch at on `--devices` (`devices.fit_to_devices`)
+    per_device = nearest_multiple(config.train.batch_size, args.devices) // args.devices
     config.model.dtype = "bfloat16"
     config.train.reduction = "psum"
     if args.tiny:
         config.model.width, per_device = TINY["width"], TINY["batch"]
         config.data.crop_size = TINY["inception_crop"] if config.model.name.startswith("inception") else TINY["crop"]
-    config.train.batch_size = per_device * devices
-    for field, value in overrides.items():
-        section, key = field.split(".")
-        config[section][key] = value
-    return config
+    return small_config(config, config.data.crop_size, per_device * devices, **overrides)
 
 
 def describe(config, devices: int = 1) -> str:

@@ -20,8 +20,8 @@ from hpa_jax.training.step import make_train_step
 
 
 def small_config(config, crop: int, batch: int, **overrides):
-    """`config` (the scripts pass the quickstart's: a small model) at `crop` px and a global batch
-    of `batch`, then `overrides` {"section.key": value}."""
+    """`config` at `crop` px and a global batch of `batch`, then `overrides` {"section.key": value}
+    (the benchmarks pass the quickstart's config for a small model, or a paper config)."""
     config.data.crop_size, config.train.batch_size = crop, batch
     for field, value in overrides.items():
         section, key = field.split(".")
