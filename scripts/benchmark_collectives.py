@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 
+from hpa_jax.config.shipped import load
 from hpa_jax.reporting.performance import (area_main, machine, merge_rows, run_main, section_body, subsections,
                                            table_rows)
 
@@ -114,7 +115,6 @@ def run(args) -> str:
                 print(f"{name} on {devices} devices, width 8", flush=True)
                 result = plan(name, devices, tmp, "--config.model.width=8", "--config.plan.measure_steps=1")
                 c, t, m = result["collectives"], result["train_step"], result["measured"]
-                from hpa_jax.config.shipped import load   # noqa: PLC0415
                 paper = load(name).get_config().train.batch_size
                 tiny.append(f"| {name} | {devices} | {t['global_batch']} ({paper}) | {kinds_text(c)} | "
                             f"{megabytes(c['bytes_sent'])} | {m['steps']} step(s), {m['step_seconds']:.2f} s |")
