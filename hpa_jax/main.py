@@ -13,8 +13,8 @@ from hpa_jax import console
 from hpa_jax.config import command_line, shipped
 from hpa_jax.errors import one_line_errors
 
-MODES = ("train", "evaluate", "predict", "lr_find", "cv", "plan")
-RESTORING = ("evaluate", "predict")   # the modes that run a trained checkpoint
+MODES = ("train", "swa", "evaluate", "predict", "lr_find", "cv", "plan")
+RESTORING = ("swa", "evaluate", "predict")   # the modes that run a trained checkpoint
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -47,7 +47,7 @@ def main(argv):
     from hpa_jax.data.datasets import default_cache_dir
     from hpa_jax.evaluation import modes
     from hpa_jax.runtime import distributed, startup
-    from hpa_jax.training import cv, loop, lr_finder, plan
+    from hpa_jax.training import averaging, cv, loop, lr_finder, plan
 
     # a run asking for the ordered reduction wants the same bits every time: on GPUs, that takes XLA's
     # deterministic kernels too (set before any backend starts)
@@ -59,8 +59,8 @@ def main(argv):
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
                                initialization_timeout=FLAGS.initialization_timeout,
                                heartbeat_timeout=FLAGS.heartbeat_timeout)
-    run = {"train": loop.train_and_evaluate, "evaluate": modes.evaluate, "predict": modes.predict,
-           "lr_find": lr_finder.lr_find, "cv": cv.cross_validate, "plan": plan.plan}
+    run = {"train": loop.train_and_evaluate, "swa": averaging.average, "evaluate": modes.evaluate,
+           "predict": modes.predict, "lr_find": lr_finder.lr_find, "cv": cv.cross_validate, "plan": plan.plan}
     with distributed.exit_promptly(), one_line_errors(f"hpa_jax{distributed.label()}"), distributed.lost_peers(), \
             distributed.quiet_unless_primary():
         command_line.check_workdir(FLAGS.workdir)
@@ -68,16 +68,18 @@ def main(argv):
         # plan needs no data); evaluate and predict take the model, optimiser and input settings from
         # the run's config.json, so theirs is checked once merged, before each restores anything.
         # A batch the devices do not divide (the paper's 74 on 8 GPUs) is rounded, with one line.
+        # With swa among the modes, training must keep the checkpoints it averages.
         given = [mode for mode in FLAGS.mode if mode not in RESTORING]
         fitted = fit_to_devices(FLAGS.config, jax.device_count())
+        averaging = "swa" in FLAGS.mode
         if given:
-            validate(fitted, jax.device_count(), needs_data=given != ["plan"])
+            validate(fitted, jax.device_count(), needs_data=given != ["plan"], averaging=averaging)
         results = {}
         for mode in FLAGS.mode:
             config = fitted
             if mode in RESTORING:
                 config = fit_to_devices(training_config(config, FLAGS.workdir), jax.device_count())
-                validate(config, jax.device_count(), needs_data=True)
+                validate(config, jax.device_count(), needs_data=True, averaging=averaging)
             results[mode] = run[mode](config, FLAGS.workdir)
             distributed.barrier(f"after {mode}")
         if "evaluate" in results and FLAGS.mode[-1] != "evaluate":

@@ -4,8 +4,9 @@ one's own fields, no CSV needed; the command line of `hpa_jax.folder.predict.pre
 Every `{Id}_{red,green,blue,yellow}.{png,tif,jpg}` set in DIR, of any size, is predicted with the
 run's checkpoint and thresholds (`RUN/thresholds.json` when it has one, else its
 `eval.threshold`); OUT gets `predictions.csv` (Id, predicted class names and indices, one
-probability column per class), `probs.npz`, and on request `cams/` (`--cams`) and
-`embeddings.npz` with `embeddings_pca.png` (`--embeddings`). An image with a missing or
+probability column per class), `probs.npz`, and on request `cams/` (`--cams`) and, with
+`--embeddings`, `embeddings.npz`, `embeddings.h5ad` (AnnData), `probabilities.tsv` and the map
+`embeddings_pca.png` or `embeddings_umap.png` (`--embedding_map`). An image with a missing or
 unreadable channel file stops it with one line naming every such image, and nothing written,
 unless `--skip_bad` (then `skipped.csv` lists them). Flags are read before jax is imported, so
 `--help` is quick.
@@ -30,9 +31,14 @@ def define_flags() -> None:
     flags.DEFINE_bool("cams", False, "Class activation maps (Grad-CAM) of the predicted classes: OUT/cams/.")
     flags.DEFINE_integer("cam_shifts", 4, "Maps at this many times the encoder's resolution (averaged over the "
                          "image moved by 32/N px; N*N times the cost); 1: plain Grad-CAM.", lower_bound=1)
-    flags.DEFINE_bool("embeddings", False, "Pooled encoder features: OUT/embeddings.npz and embeddings_pca.png.")
+    flags.DEFINE_bool("embeddings", False, "Pooled encoder features: OUT/embeddings.npz, embeddings.h5ad (AnnData, "
+                      "with each image's probabilities and predicted classes), probabilities.tsv and a 2-D map.")
+    flags.DEFINE_enum("embedding_map", "pca", ["pca", "umap"],
+                      "The 2-D map of --embeddings (implied when given): OUT/embeddings_pca.png, or "
+                      "embeddings_umap.png where umap-learn is installed (else the PCA, with a note).")
     flags.DEFINE_bool("skip_bad", False, "Predict the readable images and list the others in OUT/skipped.csv.")
-    flags.DEFINE_string("checkpoint", None, "best, latest or a step (default: the run's eval.checkpoint).")
+    flags.DEFINE_string("checkpoint", None, "best, latest, a step, or swa (--mode=swa's average); "
+                        "default: the run's eval.checkpoint.")
     flags.DEFINE_integer("batch_size", 0, "Images (tiles) per batch; 0: the run's eval.batch_size.")
     flags.mark_flags_as_required(["workdir", "images", "out"])
 
@@ -51,7 +57,8 @@ def main(argv):
     startup.start_up(default_cache_dir() / "xla")
     with one_line_errors(PROG):
         predict_folder(f.workdir, f.images, f.out, fit=f.fit, size=f.size, tta=f.tta, cams=f.cams,
-                       cam_shifts=f.cam_shifts, embeddings=f.embeddings, skip_bad=f.skip_bad, checkpoint=f.checkpoint,
+                       cam_shifts=f.cam_shifts, embeddings=f.embeddings or f["embedding_map"].present,
+                       embedding_map=f.embedding_map, skip_bad=f.skip_bad, checkpoint=f.checkpoint,
                        batch_size=f.batch_size)
 
 

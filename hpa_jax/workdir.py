@@ -1,8 +1,8 @@
 """A run folder (`--workdir`) and every file in it, named in this one place.
 
 Training writes the config it ran with, the folds, per-epoch metrics, TensorBoard events and
-checkpoints; evaluate, predict, cv, lr_find and plan add their results beside them; cv keeps one
-run folder per fold inside its own. README's command-line table lists what each mode writes.
+checkpoints; swa their average; evaluate, predict, cv, lr_find and plan add their results beside
+them; cv keeps one run folder per fold inside its own. README's command-line table lists what each mode writes.
 """
 
 import dataclasses
@@ -44,6 +44,18 @@ class Workdir:
     @property
     def training_curves(self) -> pathlib.Path:
         return self.path / "training_curves.png"
+
+    # swa
+    @property
+    def averaged_checkpoint(self) -> pathlib.Path:
+        """`--mode=swa`'s average of the run's last checkpoints, an orbax checkpoint folder laid out
+        as `checkpoints/` is (one step); `eval.checkpoint=swa` restores it."""
+        return self.path / "swa"
+
+    @property
+    def averaged_record(self) -> pathlib.Path:
+        """What `--mode=swa` averaged (epochs, steps) and its BatchNorm pass, for people."""
+        return self.path / "swa.json"
 
     # evaluate, predict, cv
     @property

@@ -5,6 +5,7 @@ with its spread over seeds. A benchmark, never a test.
     python scripts/ablation.py run --rows=d --seeds=0     # one row's training, one seed
     python scripts/ablation.py run --probes=e_alpha_0.9   # another setting of a technique, on the full recipe
     python scripts/ablation.py curve --rows=g,a --epochs_factor=2   # rows trained longer; 3 seeds
+    python scripts/ablation.py swa                        # checkpoint averaging on the full recipe; 3 seeds
     python scripts/ablation.py report                     # docs/ablation.md and its PNGs
 
 Rows, cumulative as in the paper's tables: (a) timm's head (GAP + FC), BCE, one LR, plain cosine;
@@ -28,6 +29,13 @@ numbers depend on the thread count): the figures are the same whether the runs g
 other or side by side. `run --workers=N` (default: one per core) starts N processes, each pinned to
 a core and taking every N-th run left (`--shard=i/N`); on two cores that trains ~1.5x more runs an
 hour than one process using both cores.
+
+Checkpoint averaging (`swa`): the full recipe (g) trained again keeping its last
+`checkpoint.keep` = 9 epoch checkpoints (one warm-restart cycle; nothing else changes), then
+`--mode=swa`'s averages (`hpa_jax.training.averaging`: uniform mean of the weights, BatchNorm
+statistics recomputed over one pass of the training images) scored as row g is, against the same
+runs' best single checkpoint (by `checkpoint.best_metric`, chosen on the validation fold it is
+scored on) and last one (`AVERAGED_CHECKPOINTS`).
 
 Every run is scored three ways on the validation fold: macro-F1 at 0.5; with per-class
 thresholds cross-fitted (fitted on one stratified half of the fold, scored on the other, both
@@ -113,6 +121,24 @@ PROBES = {
 }
 
 
+# Checkpoint averaging (`swa`): the full recipe keeping its last 9 epochs (one cycle at SCALE), and
+# what it scores: name -> (how it is restored, what it is called in the report). "last" is the
+# row-g checkpoint (its probabilities are kept as every run's are); the averages are `--mode=swa`
+# with these settings; "average_of_statistics" is the last cycle's average with the checkpoints'
+# BatchNorm statistics averaged too, not recomputed.
+AVERAGED_TRAINING = "swa"
+AVERAGED_CONFIG = {"checkpoint.keep": 9}
+AVERAGED_CHECKPOINTS = {
+    "best": ("best", "best single checkpoint (by `checkpoint.best_metric`, chosen on this fold)"),
+    "last": ("latest", "last checkpoint (row g's)"),
+    "swa_last_3": (("last_epochs", 3), "average of the last 3 epochs"),
+    "swa_last_9": (("last_epochs", 9), "average of the last 9 epochs (the last cycle)"),
+    "swa_cycle_ends": (("cycle_ends", 5), "average of the 5 cycle ends (epochs 9, 18, ..., 45)"),
+    "average_of_statistics": (("last_epochs", 9), "average of the last 9 epochs, BatchNorm statistics averaged "
+                                                  "with the weights (not recomputed)"),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
     name: str
@@ -143,12 +169,14 @@ def full_training() -> str:
 
 def run_config(training: str, seed: int, scale: dict | None = None):
     """The quickstart's config at the benchmark's scale with the training's techniques on; a
-    training "probe-NAME" is the full recipe with PROBES[NAME] on top."""
+    training "probe-NAME" is the full recipe with PROBES[NAME] on top, AVERAGED_TRAINING the full
+    recipe with AVERAGED_CONFIG."""
     from hpa_jax.config.shipped import load
     quickstart = load("quickstart")
 
     config = quickstart.get_config()
     probe = PROBES[training[len("probe-"):]] if training.startswith("probe-") else {}
+    probe = AVERAGED_CONFIG if training == AVERAGED_TRAINING else probe
     training = full_training() if probe else training
     used = set() if training == "baseline" else set(training.split("+"))
     values = dict(SCALE if scale is None else scale)
@@ -184,18 +212,71 @@ def run_one(config, run_dir: pathlib.Path, kept: pathlib.Path) -> dict:
     model, mesh, variables, step = inference.restore_variables(config, run_dir, "latest")
     dataset = load_dataset(config)
     train_idx, val_idx = dataset.split(config.data.fold)
-    probs = {}
-    for name, views in (("plain", (0,)), ("d4", tuple(range(8)))):
-        view_config = config.copy_and_resolve_references()
-        view_config.eval.tta = views
-        predict_step = inference.make_predict_step(model, view_config, mesh)
-        probs[name] = inference.predict_probs(predict_step, variables, mesh, view_config,
-                                              dataset.train_source(val_idx, view_config.data), desc=f"validate {name}")
+    probs = validation_probs(config, model, mesh, variables, dataset.train_source(val_idx, config.data))
     keep(run_dir, kept, ids=dataset.train_ids[val_idx], labels=dataset.train_labels[val_idx],
          train_counts=dataset.train_labels[train_idx].sum(0), probs=probs)
     record = {"step": int(step), "seconds": round(time.time() - start, 1), "when": time.strftime("%Y-%m-%d")}
     outputs.write_json(kept / "done.json", record)
     return record
+
+
+def validation_probs(config, model, mesh, variables, source, prefix: str = "") -> dict:
+    """The validation fold's probabilities without ("plain") and with D4 TTA ("d4"), each name
+    after `prefix`."""
+    from hpa_jax.evaluation import inference
+
+    probs = {}
+    for name, views in (("plain", (0,)), ("d4", tuple(range(8)))):
+        view_config = config.copy_and_resolve_references()
+        view_config.eval.tta = views
+        predict_step = inference.make_predict_step(model, view_config, mesh)
+        probs[prefix + name] = inference.predict_probs(predict_step, variables, mesh, view_config, source,
+                                                       desc=f"validate {prefix}{name}")
+    return probs
+
+
+def run_averaged(seed: int, run_dir: pathlib.Path, kept: pathlib.Path) -> float:
+    """AVERAGED_TRAINING: trains (or resumes) the full recipe keeping its last epochs, then keeps
+    the validation probabilities of every AVERAGED_CHECKPOINTS entry ("last" unprefixed, as every
+    run's; the others as "<name>_plain", "<name>_d4"), with `done.json` last."""
+    from hpa_jax.config.upgrade import training_config
+    from hpa_jax.data.datasets import load_dataset
+    from hpa_jax.evaluation import inference
+    from hpa_jax.reporting import outputs
+    from hpa_jax.runtime import checkpoint
+    from hpa_jax.training import averaging, loop as train
+
+    start = time.time()
+    config = run_config(AVERAGED_TRAINING, seed)
+    train.train_and_evaluate(config, run_dir)
+    config = training_config(config, run_dir)
+    dataset = load_dataset(config)
+    train_idx, val_idx = dataset.split(config.data.fold)
+    source = dataset.train_source(val_idx, config.data)
+    probs, steps = {}, {}
+    for name, (which, _) in AVERAGED_CHECKPOINTS.items():
+        if name == "average_of_statistics":    # averaging.average without its BatchNorm pass
+            model, mesh, _, _ = inference.restore_variables(config, run_dir, "latest")
+            average, n = which
+            averaged = [r["step"] for r in averaging.averaged_epochs(averaging.epoch_records(Workdir(run_dir)),
+                                                                     average, n)]
+            variables = averaging.average_checkpoints(checkpoint.checkpoint_manager(run_dir, must_exist=True),
+                                                      averaged, inference.variables_target(model, config, mesh))
+            step = averaged[-1]
+        elif isinstance(which, tuple):
+            config.swa.average, config.swa.num_checkpoints = which
+            averaging.average(config, run_dir)
+            model, mesh, variables, step = inference.restore_variables(config, run_dir, "swa")
+        else:
+            model, mesh, variables, step = inference.restore_variables(config, run_dir, which)
+        steps[name] = int(step)
+        probs.update(validation_probs(config, model, mesh, variables, source, "" if name == "last" else f"{name}_"))
+    keep(run_dir, kept, ids=dataset.train_ids[val_idx], labels=dataset.train_labels[val_idx],
+         train_counts=dataset.train_labels[train_idx].sum(0), probs=probs)
+    outputs.write_json(kept / "done.json", {"step": steps["last"], "steps": steps,
+                                            "seconds": round(time.time() - start, 1), "when": time.strftime("%Y-%m-%d"),
+                                            "machine": machine()})
+    return time.time() - start
 
 
 def keep(run_dir: pathlib.Path, kept: pathlib.Path, ids, labels, train_counts, probs: dict) -> None:
@@ -217,10 +298,14 @@ def copy_kept(run_dir: pathlib.Path, kept: pathlib.Path) -> None:
 
 def pending(args) -> list[tuple[str, int]]:
     """(training, seed) of the asked-for runs without `done.json` in RESULTS; for `curve`,
-    ("curve/<row>_x<factor>", seed) of the longer runs not kept to their last epoch."""
+    ("curve/<row>_x<factor>", seed) of the longer runs not kept to their last epoch; for `swa`,
+    (AVERAGED_TRAINING, seed)."""
     if args.command == "curve":
         todo = [(curve_name(row, args.epochs_factor), s) for s in args.seeds for row in args.rows or ["g"]]
         return [(name, s) for name, s in todo if not curve_done(args.results / name / f"seed{s}")]
+    if args.command == "swa":
+        return [(AVERAGED_TRAINING, s) for s in args.seeds
+                if not (args.results / AVERAGED_TRAINING / f"seed{s}" / "done.json").is_file()]
     wanted = [r for r in rows() if not args.rows or r.name in args.rows]
     trainings = list(dict.fromkeys(r.training for r in wanted)) if args.rows or not args.probes else []
     trainings += [f"probe-{name}" for name in args.probes or ()]
@@ -229,7 +314,7 @@ def pending(args) -> list[tuple[str, int]]:
 
 
 def run(args) -> None:
-    """One worker: its shard of the runs left (`run` or `curve`), one after the other, on one core."""
+    """One worker: its shard of the runs left (`run`, `curve` or `swa`), one after the other, on one core."""
     os.sched_setaffinity(0, {args.shard[0] % os.cpu_count()})
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         import jax  # as hpa_jax.main does: the seeds of a training share their compiled programs
@@ -244,6 +329,8 @@ def run(args) -> None:
         print(f"[{i}/{len(left)}] {name} seed {seed} -> {run_dir}")
         if args.command == "curve":
             seconds = run_curve(name, seed, args.epochs_factor, run_dir, kept)
+        elif args.command == "swa":
+            seconds = run_averaged(seed, run_dir, kept)
         else:
             seconds = run_one(run_config(name, seed), run_dir, kept)["seconds"]
         elapsed = time.time() - started
@@ -344,17 +431,20 @@ def finished_runs(results: pathlib.Path) -> dict:
     return found
 
 
-def score_run(run_dir: pathlib.Path, tta: bool, thresholds: bool, seed: int) -> dict:
+def score_run(run_dir: pathlib.Path, tta: bool, thresholds: bool, seed: int, checkpoint: str = "last") -> dict:
     """A row's figures for one run: macro-F1 at 0.5 and cross-fitted over the fold's stratified
     halves, the headline (cross-fitted if the row fits thresholds, else at 0.5), and the
-    headline's per-class F1 averaged over common and rare classes."""
+    headline's per-class F1 averaged over common and rare classes; of the run's last checkpoint,
+    or of another kept `checkpoint` (AVERAGED_CHECKPOINTS)."""
     from hpa_jax.config import upgrade
     from hpa_jax.evaluation import metrics, validation
     from hpa_jax.evaluation.thresholds import cross_fitted_predictions, search_thresholds
     from hpa_jax.data.datasets import fold_seed
 
     saved = np.load(Workdir(run_dir).val_probs)
-    labels, probs = saved["labels"].astype(bool), saved["d4" if tta else "plain"].astype(np.float32)
+    views = "d4" if tta else "plain"
+    labels = saved["labels"].astype(bool)
+    probs = saved[views if checkpoint == "last" else f"{checkpoint}_{views}"].astype(np.float32)
     config = upgrade.read(Workdir(run_dir).config)
     halves = validation.validation_halves(labels, fold_seed(config))
     at_half = probs > 0.5
@@ -647,6 +737,29 @@ def weights_table(runs: dict) -> list[str]:
     return lines
 
 
+def averaging_table(runs: dict) -> list[str]:
+    """AVERAGED_TRAINING's runs: every AVERAGED_CHECKPOINTS entry scored as row g is (D4 TTA,
+    cross-fitted thresholds), against the same runs' best single checkpoint, seed by seed."""
+    found = {seed: run_dir for (training, seed), run_dir in runs.items() if training == AVERAGED_TRAINING}
+    if not found:
+        return []
+    scores = {name: {seed: score_run(run_dir, True, True, seed, name) for seed, run_dir in found.items()}
+              for name in AVERAGED_CHECKPOINTS}
+    machines = [json.loads((found[seed] / "done.json").read_text()).get("machine", "?") for seed in sorted(found)]
+    loads = " / ".join(m.group(1) for m in (re.search(r", 1-min load ([\d.]+)", line) for line in machines) if m)
+    machines = sorted({re.sub(r", 1-min load [\d.]+", "", line) for line in machines})
+    lines = ["| checkpoint of the full recipe (g) | seeds | macro-F1 (headline) | vs the best single checkpoint | "
+             "per seed (headline) | at 0.5 | common classes | rare classes |", "|---|---|---|---|---|---|---|---|"]
+    for name, (_, label) in AVERAGED_CHECKPOINTS.items():
+        s = scores[name]
+        versus = "" if name == "best" else signed(paired_difference(scores, name, "best"))
+        per_seed = " / ".join(f"{s[seed]['headline']:.4f}" for seed in sorted(s))
+        lines.append(f"| {label} | {len(s)} | {mean_sd([v['headline'] for v in s.values()])} | {versus} | {per_seed} | "
+                     f"{mean_sd([v['at_0.5'] for v in s.values()])} | {mean_sd([v['common'] for v in s.values()])} | "
+                     f"{mean_sd([v['rare'] for v in s.values()])} |")
+    return lines + ["", f"Trained and scored on {'; '.join(machines)} (1-min load at each run's end: {loads})."]
+
+
 def kept_notes(text: str) -> str:
     match = re.search(r"<!-- notes -->.*?<!-- /notes -->", text, flags=re.S)
     return match.group(0) if match else "<!-- notes -->\n(analysis to be written once every row has run)\n<!-- /notes -->"
@@ -696,6 +809,7 @@ def write(results: pathlib.Path, rows, measured_on: str) -> pathlib.Path:
                       f"{signed(paired_difference(scores, f'probe-{name}', 'g'))} | "
                       f"{mean_sd([v['at_0.5'] for v in found.values()])} | "
                       f"{mean_sd([v['common'] for v in found.values()])} | {mean_sd([v['rare'] for v in found.values()])} |")
+    averaged = averaging_table(runs)
     trainings = training_rows(rows)
     calibration = ["| training (row) | mean probability / label rate | best single threshold's macro-F1 | at 0.5 |",
                    "|---|---|---|---|"]
@@ -728,6 +842,15 @@ def write(results: pathlib.Path, rows, measured_on: str) -> pathlib.Path:
         *(["## Other settings of the techniques", "",
            "Variants of the full recipe, scored as row g (D4 TTA, cross-fitted thresholds).", "", *probes, ""]
           if len(probes) > 2 else []),
+        *(["## Checkpoint averaging", "",
+           f"The full recipe (g) trained again keeping its last {AVERAGED_CONFIG['checkpoint.keep']} epoch "
+           "checkpoints (`checkpoint.keep`; nothing else changes, so its last checkpoint is row g's, up to the "
+           "machine it ran on), then averaged by `--mode=swa` (`hpa_jax/training/averaging.py`: the uniform mean of "
+           "the weights, BatchNorm statistics recomputed with one pass over the training images), each scored as "
+           "row g is (D4 TTA, per-class thresholds cross-fitted). The best single checkpoint is the one "
+           "`eval.checkpoint=best` restores, chosen by its validation score on the same fold it is scored on, which "
+           "flatters it; the averages choose nothing. \"vs the best single checkpoint\": the per-seed difference, "
+           "mean ± sd.", "", *averaged, ""] if averaged else []),
         "## E-loss's class weights at this scale", "",
         "The weights E-loss gives each class, `(1 - alpha) / (1 - alpha^n)` normalised to sum to 28 "
         "(`loss.normalize_weights`), at the class sizes n of one training fold here and of the Kaggle set.", "",
@@ -759,6 +882,7 @@ def write(results: pathlib.Path, rows, measured_on: str) -> pathlib.Path:
               ".venv/bin/python scripts/ablation.py run --probes=e_alpha_0.9 --seeds=0,1   # another setting",
               ".venv/bin/python scripts/ablation.py curve --rows=a,g --epochs_factor=2     # trained longer",
               ".venv/bin/python scripts/ablation.py curve --rows=g,g-e_loss_focal,g-hard_sampler --epochs_factor=2",
+              ".venv/bin/python scripts/ablation.py swa                               # checkpoint averaging",
               ".venv/bin/python scripts/ablation.py report", "```", "",
               "## Against the paper, technique by technique", "",
               "Cumulative step: the row that adds the technique minus the row before (row e adds three). In the "
@@ -771,18 +895,19 @@ def write(results: pathlib.Path, rows, measured_on: str) -> pathlib.Path:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("run", "curve", "report"))
+    parser.add_argument("command", choices=("run", "curve", "swa", "report"))
     parser.add_argument("--workdir", type=pathlib.Path, default=REPO / "runs" / "ablation",
                         help="checkpoints (git-ignored)")
     parser.add_argument("--results", type=pathlib.Path, default=RESULTS,
                         help="what the report reads, kept in the repo")
-    parser.add_argument("--shard", type=shard, default=None, help="run, curve: i/n, every n-th run left from the i-th")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="run, curve: processes side by side")
+    parser.add_argument("--shard", type=shard, default=None, help="run, curve, swa: i/n, every n-th run left from the "
+                        "i-th")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="run, curve, swa: processes side by side")
     parser.add_argument("--rows", type=lambda s: s.split(","), default=None, help="comma-separated row names")
     parser.add_argument("--probes", type=lambda s: s.split(","), default=None,
                         help=f"comma-separated variants of the full recipe: {', '.join(PROBES)} (alone: only these)")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(SEEDS),
-                        help="run and curve: comma-separated seeds")
+                        help="run, curve and swa: comma-separated seeds")
     parser.add_argument("--epochs_factor", type=float, default=1.2, help="curve: training length x this")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)

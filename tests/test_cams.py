@@ -26,7 +26,7 @@ def test_grad_cam_of_a_gap_linear_head_is_the_exact_cam():
     model = create_model_from_config(config)
     images = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 4), dtype=np.uint8)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 96, 96, 4)), train=False)
-    encoder_vars, head_vars = explain._split_variables(variables)
+    encoder_vars, head_vars = explain.split_variables(variables)
     fmap = jax.jit(lambda v, x: model.encoder.apply(v, x, train=False))(
         encoder_vars, pipeline.normalize(images, config.data.mean, config.data.std))
     maps = jax.jit(lambda v, f: explain.grad_cam(model, v, f))(head_vars, fmap)

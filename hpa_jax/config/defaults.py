@@ -134,6 +134,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.best_metric = "val_macro_f1_fitted"
     c.checkpoint.every_steps = 0                   # also save mid-epoch every N steps, with the data position; 0 = off
 
+    # --mode=swa: the uniform average of the run's last checkpoints, BatchNorm statistics recomputed
+    # over one pass of the training images, saved for eval.checkpoint="swa" (the 2018 3rd place: 10 epochs)
+    c.swa = ml_collections.ConfigDict()
+    c.swa.average = "last_epochs"                  # "last_epochs": the last N epoch ends | "cycle_ends": the last N warm-restart cycle ends
+    c.swa.num_checkpoints = 0                      # N; 0 = every one training keeps (the last checkpoint.keep epochs, every cycle end)
+
     c.lr_find = ml_collections.ConfigDict()        # --mode=lr_find: the LR range test
     c.lr_find.start_lr = 1e-5
     c.lr_find.end_lr = 10.0                        # reached after num_steps unless the loss diverges first

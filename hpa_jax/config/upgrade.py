@@ -41,10 +41,11 @@ def read(path) -> ml_collections.ConfigDict:
 
 
 def training_config(config, workdir) -> ml_collections.ConfigDict:
-    """The model, optimiser (its state is in the checkpoint) and input-normalisation settings are
-    those the checkpoint was trained with (read from `{workdir}/config.json`), whatever the
-    command line says; the rest is as given, `model.grouped_conv` too (it changes how grouped
-    convolutions are computed, not the model: a run trained on CPUs predicts with "xla" on GPUs).
+    """The model, optimiser (its state is in the checkpoint), input-normalisation and checkpoint
+    settings (which checkpoints training kept, for `--mode=swa`) are those the checkpoint was
+    trained with (read from `{workdir}/config.json`), whatever the command line says; the rest is
+    as given, `model.grouped_conv` too (it changes how grouped convolutions are computed, not the
+    model: a run trained on CPUs predicts with "xla" on GPUs).
     The saved config, from whichever version of the package wrote it, is upgraded to today's
     fields and validated (`read`). `hpa_jax.main` gives evaluate and predict this config."""
     saved_path = Workdir(workdir).config
@@ -53,7 +54,7 @@ def training_config(config, workdir) -> ml_collections.ConfigDict:
     saved = read(saved_path)
     config = ml_collections.ConfigDict(config.to_dict())
     saved.model.grouped_conv = config.model.grouped_conv   # how to compute, not what: the command line's
-    config.model, config.optim = saved.model, saved.optim
+    config.model, config.optim, config.checkpoint = saved.model, saved.optim, saved.checkpoint
     for key in ("mean", "std", "image_size", "crop_size"):
         config.data[key] = saved.data[key]
     return config

@@ -22,14 +22,16 @@ from hpa_jax.errors import ConfigError
 # Subtrees whose keys are free: a model family's own keywords (checked by building the encoder).
 OPEN_FIELDS = ("model.encoder_options",)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-NAMED_CHECKPOINTS = ("best", "latest")
+NAMED_CHECKPOINTS = ("best", "latest", "swa")   # "swa": `--mode=swa`'s average (`checkpoint.AVERAGED`)
 D4_TRANSFORMS = 8
 
 
-def validate(config, num_devices: int | None = None, *, needs_data: bool = False) -> None:
+def validate(config, num_devices: int | None = None, *, needs_data: bool = False, averaging: bool = False) -> None:
     """Raises a one-line ConfigError at the first field of `config` that cannot work; with
     `num_devices`, the batch sizes must also split evenly over that many devices. `needs_data`: the
-    work will read the dataset (every mode but plan), so a Kaggle-layout source needs `data.dir`."""
+    work will read the dataset (every mode but plan), so a Kaggle-layout source needs `data.dir`.
+    `averaging`: the command averages checkpoints (`--mode=swa`), so the run must keep as many as
+    `swa.num_checkpoints` asks for."""
     check_fields(config)
     _check_top(config)
     _check_data(config, needs_data)
@@ -39,6 +41,7 @@ def validate(config, num_devices: int | None = None, *, needs_data: bool = False
     _check_loss(config)
     _check_eval(config)
     _check_checkpoint(config)
+    _check_swa(config, averaging)
     _check_lr_find(config)
     _check_plan(config)
 
@@ -223,7 +226,7 @@ def _check_eval(c) -> None:
     which = _value(c, "eval.checkpoint")
     if not (which in NAMED_CHECKPOINTS or (_is_int(which) and which >= 0)
             or (isinstance(which, str) and which.isdigit())):
-        raise ConfigError(f"eval.checkpoint={which!r}: expected 'best', 'latest' or a step number")
+        raise ConfigError(f"eval.checkpoint={which!r}: expected 'best', 'latest', 'swa' or a step number")
 
 
 def _check_checkpoint(c) -> None:
@@ -232,6 +235,34 @@ def _check_checkpoint(c) -> None:
     _integer(c, "checkpoint.keep", 0)
     _choice(c, "checkpoint.best_metric", tuple(BEST_METRICS))
     _integer(c, "checkpoint.every_steps", 0)
+
+
+def _check_swa(c, averaging: bool) -> None:
+    from hpa_jax.training.averaging import AVERAGES, how_many  # noqa: PLC0415
+    from hpa_jax.training.optim import cycle_end_epochs  # noqa: PLC0415
+
+    average = _choice(c, "swa.average", AVERAGES)
+    asked = _integer(c, "swa.num_checkpoints", 0)
+    if not averaging:
+        return
+    n, epochs, keep = how_many(c), c.train.num_epochs, c.checkpoint.keep
+    if average == "last_epochs" and n == 0:
+        raise ConfigError("swa.num_checkpoints=0 averages every epoch checkpoint training keeps, and "
+                          "checkpoint.keep=0 keeps none; set either to the number of epochs to average")
+    if average == "last_epochs" and n > epochs:
+        raise ConfigError(f"swa.num_checkpoints={asked} is more than train.num_epochs={epochs}: there are only "
+                          f"{epochs} epoch checkpoints to average")
+    if average == "last_epochs" and n > keep:
+        raise ConfigError(f"swa.num_checkpoints={asked} is more than checkpoint.keep={keep}, the epoch checkpoints "
+                          f"training keeps; train with checkpoint.keep >= {asked}")
+    ends = cycle_end_epochs(c.optim, epochs)
+    if average == "cycle_ends" and not ends:
+        raise ConfigError(f"swa.average='cycle_ends': optim.schedule={c.optim.schedule!r} ends no cycle in "
+                          f"train.num_epochs={epochs} (optim.cycle_epochs={c.optim.cycle_epochs})")
+    if average == "cycle_ends" and n > len(ends):
+        raise ConfigError(f"swa.num_checkpoints={asked} is more than the {len(ends)} cycle end(s) of "
+                          f"optim.schedule={c.optim.schedule!r} in train.num_epochs={epochs} (epochs "
+                          f"{', '.join(map(str, ends))})")
 
 
 def _check_lr_find(c) -> None:

@@ -76,14 +76,22 @@ def abstract_variables(model, in_channels: int, mesh) -> dict:
                         {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})})
 
 
+def variables_target(model, config, mesh) -> dict:
+    """`abstract_variables` without an empty tree (GapNet-PL has no BatchNorm statistics): what a
+    checkpoint's params and statistics are read into."""
+    target = abstract_variables(model, config.in_channels, mesh)
+    return {name: tree for name, tree in target.items() if tree}
+
+
 def restore_variables(config, workdir, which):
-    """(model, mesh, variables, step) from the checkpoint `which` ('best', 'latest' or a step);
-    'best' and 'latest' fall back to the best or newest readable checkpoint. Only the params and
-    BatchNorm statistics are read, not the optimiser state."""
+    """(model, mesh, variables, step) from the checkpoint `which` ('best', 'latest', a step, or
+    'swa': `--mode=swa`'s average, whose step is the newest it averaged); 'best' and 'latest' fall
+    back to the best or newest readable checkpoint. Only the params and BatchNorm statistics are
+    read, not the optimiser state."""
     model = create_model_from_config(config)
     mesh = sharding.make_mesh()
-    target = abstract_variables(model, config.in_channels, mesh)
-    target = {name: tree for name, tree in target.items() if tree}   # GapNet-PL has no BatchNorm statistics
-    manager = checkpoint.checkpoint_manager(workdir, must_exist=True)
-    step, variables, _ = checkpoint.restore_readable(manager, which, target, with_progress=False)
+    averaged = which == checkpoint.AVERAGED
+    manager = checkpoint.checkpoint_manager(workdir, must_exist=True, averaged=averaged)
+    step, variables, _ = checkpoint.restore_readable(manager, "latest" if averaged else which,
+                                                     variables_target(model, config, mesh), with_progress=False)
     return model, mesh, {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}, step

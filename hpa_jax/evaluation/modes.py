@@ -13,6 +13,7 @@ from hpa_jax.evaluation.thresholds import apply_thresholds, report_scores
 from hpa_jax.evaluation.validation import fitted_scores, score
 from hpa_jax.reporting import outputs, report
 from hpa_jax.runtime import distributed
+from hpa_jax.runtime.checkpoint import AVERAGED
 from hpa_jax.workdir import Workdir
 
 
@@ -26,7 +27,8 @@ def evaluate(config, workdir) -> dict:
     train_idx, val_idx = dataset.split(config.data.fold)
     source = dataset.train_source(val_idx, config.data)
     probs = predict_probs(make_predict_step(model, config, mesh), variables, mesh, config, source, desc="evaluate")
-    result = {"checkpoint_step": step, "num_images": len(source), "threshold": config.eval.threshold,
+    result = {"checkpoint": str(config.eval.checkpoint), "checkpoint_step": step, "num_images": len(source),
+              "threshold": config.eval.threshold,
               **score(source.labels, probs, config.eval.threshold),
               "label_prior_macro_f1": label_prior_baseline(dataset.train_labels[train_idx], source.labels,
                                                            seed=config.seed)}
@@ -36,7 +38,8 @@ def evaluate(config, workdir) -> dict:
     result["val_macro_f1_cross_fitted"] = fitted["val_macro_f1_cross_fitted"]
     run = Workdir(workdir)
     curves = run.training_curves.name if run.training_curves.is_file() else None
-    report.write_report(workdir, title=f"Evaluation of step {step}, fold {config.data.fold}",
+    which = checkpoint_name(config.eval.checkpoint, step)
+    report.write_report(workdir, title=f"Evaluation of {which}, fold {config.data.fold}",
                         **report_scores(source.labels, probs, thresholds), thresholds=thresholds, training_curves=curves,
                         fit_note=f"Thresholds ({config.eval.threshold_method}) fitted on these same images: "
                                  "optimistic; `--mode=cv` gives a cross-fitted estimate.",
@@ -44,10 +47,15 @@ def evaluate(config, workdir) -> dict:
                                       f"{result['val_macro_f1_cross_fitted']:.4f}"),
                                      ("label-prior baseline", f"{result['label_prior_macro_f1']:.4f}")])
     path = outputs.write_json(run.eval_metrics, result)
-    print(f"evaluate (step {step}) -> {path}")
+    print(f"evaluate ({which}) -> {path}")
     for line in headline(result):
         print(line)
     return result
+
+
+def checkpoint_name(which, step: int) -> str:
+    """How the restored checkpoint is named to people: its step, or the average `--mode=swa` saved."""
+    return f"{AVERAGED}, the average up to step {step}" if which == AVERAGED else f"step {step}"
 
 
 def headline(result: dict) -> list[str]:
@@ -60,8 +68,8 @@ def headline(result: dict) -> list[str]:
             ("per-class thresholds, in-sample", result["val_macro_f1_fitted_in_sample"],
              "optimistic: fitted on the images it scores"),
             ("label-prior baseline", result["label_prior_macro_f1"], "guessing each class at its training rate")]
-    lines = [f"validation macro-F1, {result['num_images']} images of the held-out fold, checkpoint step "
-             f"{result['checkpoint_step']}:"]
+    which = checkpoint_name(result.get("checkpoint"), result["checkpoint_step"])
+    lines = [f"validation macro-F1, {result['num_images']} images of the held-out fold, checkpoint {which}:"]
     for name, value, note in rows:
         if value is not None:
             lines.append(f"  {name:<36} {value:.4f}" + (f"  ({note})" if note else ""))
@@ -81,5 +89,5 @@ def predict(config, workdir) -> pathlib.Path:
     outputs.save_probs(run.test_probs, dataset.test_ids, probs)
     preds = apply_thresholds(probs, config.eval.threshold, config.eval.force_one)
     path = outputs.write_submission(run.submission, dataset.test_ids, preds)
-    print(f"predict (step {step}): {len(source)} test images -> {path}")
+    print(f"predict ({checkpoint_name(config.eval.checkpoint, step)}): {len(source)} test images -> {path}")
     return path

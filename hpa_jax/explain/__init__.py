@@ -1,2 +1,3 @@
 """What the model saw: Grad-CAM and pooled features (`gradcam`, jitted), heat maps drawn over
-the image (`maps`), and embeddings with their PCA map (`embeddings`)."""
+the image (`maps`), and embeddings on disk (npz, AnnData, TSV) with their PCA or UMAP map
+(`embeddings`)."""

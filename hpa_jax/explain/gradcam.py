@@ -40,7 +40,7 @@ def check_has_map(model, name: str) -> None:
                           f"is no map to show; embeddings and probabilities work")
 
 
-def _split_variables(variables):
+def split_variables(variables):
     """The encoder's and the head's variables of a `Classifier` (the head has BatchNorm statistics
     only with `model.head.batch_norm`)."""
     params, stats = variables["params"], variables.get("batch_stats", {})
@@ -94,7 +94,7 @@ def make_explain_step(model, config, mesh, *, cams: bool = True, features: bool 
     mean, std = tuple(config.data.mean), tuple(config.data.std)
 
     def forward(variables, images):
-        encoder_vars, head_vars = _split_variables(variables)
+        encoder_vars, head_vars = split_variables(variables)
         x = pipeline.normalize(images, mean, std).astype(model.encoder.dtype)
         out = {}
         if features:

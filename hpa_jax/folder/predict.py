@@ -10,6 +10,7 @@ becomes `cams/` at the end, and is removed on an error."""
 
 import pathlib
 import shutil
+import sys
 
 import grain
 import jax
@@ -181,14 +182,45 @@ def predictions_frame(ids, probs: np.ndarray, preds: np.ndarray) -> pd.DataFrame
     return pd.concat([frame, pd.DataFrame(np.asarray(probs, np.float32), columns=list(CLASS_NAMES))], axis=1)
 
 
+def note(message: str) -> None:
+    """Something the user asked for that was done another way (a missing optional package), as one
+    line on standard error."""
+    print(f"hpa_jax.predict: note: {message}", file=sys.stderr, flush=True)
+
+
+def write_embeddings(out: pathlib.Path, predictions: pd.DataFrame, features, embedding_map: str, uns: dict) -> None:
+    """`--embeddings`' files for the images of `predictions` (`predictions_frame`): embeddings.npz,
+    probabilities.tsv (Id and the 28 class-named columns), the 2-D map (embeddings_{pca,umap}.png)
+    and embeddings.h5ad (its obsm holds X_pca, and X_umap when drawn; `uns` the run's particulars)."""
+    ids, probs = predictions["Id"].tolist(), predictions[list(CLASS_NAMES)].to_numpy(np.float32)
+    embeddings_lib.save_embeddings(out / "embeddings.npz", ids, features)
+    outputs.write_text(out / "probabilities.tsv", predictions[["Id", *CLASS_NAMES]].to_csv(sep="\t", index=False,
+                                                                                          float_format="%.6g"))
+    drawn = embeddings_lib.embedding_map(features, embedding_map)
+    if drawn.note:
+        note(drawn.note)
+    embeddings_lib.plot_map(out / f"embeddings_{drawn.method}.png", drawn, probs)
+    obsm = {"X_pca": drawn.coords if drawn.method == "pca" else embeddings_lib.pca_2d(features)[0]}
+    if drawn.method == "umap":
+        obsm["X_umap"] = drawn.coords
+    missing = embeddings_lib.save_anndata(out / "embeddings.h5ad", ids, features, probs, predictions["Predicted_names"],
+                                          predictions["Predicted"], obsm=obsm,
+                                          uns={**uns, "embedding_map": drawn.method})
+    if missing:
+        note(missing)
+
+
 def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, tta: bool = False,
-                   cams: bool = False, cam_shifts: int = 4, embeddings: bool = False, skip_bad: bool = False,
-                   checkpoint: str | None = None, batch_size: int = 0, progress: bool = True) -> dict:
+                   cams: bool = False, cam_shifts: int = 4, embeddings: bool = False, embedding_map: str = "pca",
+                   skip_bad: bool = False, checkpoint: str | None = None, batch_size: int = 0,
+                   progress: bool = True) -> dict:
     """Predicts every image set in `images` with the run in `workdir`; writes into `out` (see the
     module doc) and returns {"ids", "probs", "preds", "features", "skipped", "step", "size"}."""
     workdir, images, out = pathlib.Path(workdir), pathlib.Path(images), pathlib.Path(out)
     if fit not in ("resize", "tile"):
         raise ConfigError(f"unknown --fit {fit!r}: expected resize or tile")
+    if embedding_map not in embeddings_lib.MAPS:
+        raise ConfigError(f"unknown --embedding_map {embedding_map!r}: expected {' or '.join(embeddings_lib.MAPS)}")
     config = run_config(workdir)
     if tta:
         config.eval.tta = tuple(range(8))
@@ -238,8 +270,8 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
     ids = [r[0] for r in results]
     probs = np.stack([r[1] for r in results])
     preds = np.stack([r[2] for r in results])
-    outputs.write_text(out / "predictions.csv", predictions_frame(ids, probs, preds).to_csv(index=False,
-                                                                                            float_format="%.6f"))
+    frame = predictions_frame(ids, probs, preds)
+    outputs.write_text(out / "predictions.csv", frame.to_csv(index=False, float_format="%.6f"))
     outputs.save_probs(out / "probs.npz", ids, probs)
     skipped_path = out / "skipped.csv"
     if skipped:
@@ -250,8 +282,10 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
     features = None
     if embeddings:
         features = np.stack([r[3] for r in results])
-        embeddings_lib.save_embeddings(out / "embeddings.npz", ids, features)
-        embeddings_lib.plot_pca(out / "embeddings_pca.png", features, probs)
+        uns = {"model": config.model.name, "checkpoint_step": int(step), "class_names": np.asarray(CLASS_NAMES, str),
+               "thresholds": np.broadcast_to(np.asarray(thresholds, np.float32), (len(CLASS_NAMES),)).copy(),
+               "threshold_source": threshold_source, "input_size": side, "fit": fit, "tta": len(config.eval.tta)}
+        write_embeddings(out, frame, features, embedding_map, uns)
     if cams:
         shutil.rmtree(out / "cams", ignore_errors=True)
         staging.replace(out / "cams")

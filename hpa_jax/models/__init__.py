@@ -8,7 +8,8 @@ Each architecture family lives in one module that declares:
   widths scale every channel count so tests can run the same code tiny;
 - `TIMM_CLASSIFIER`: the prefix of timm's classifier keys (None without a timm twin);
 - `flax_module_path(torch_module)`: where a timm module's tensors live in the Flax encoder,
-  used by `hpa_jax.models.convert` to match checkpoints by name;
+  used by `hpa_jax.models.convert` to match checkpoints by name, and `timm_module_name(flax_path)`
+  its inverse (exporting timm weights);
 - optionally `module_sort_key(module_name)`, when sorting the encoder's top-level module names
   (numbers as numbers) does not give their forward order, which layer groups rely on;
 - optionally `HAS_GROUPED_CONVS = True`, when its encoders have grouped convolutions (built with

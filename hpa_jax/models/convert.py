@@ -99,10 +99,12 @@ def widen_stem(kernel: np.ndarray, in_channels: int, rule: str) -> np.ndarray:
 
 
 def convert_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *, include_head: bool = True,
-                       stem_rule: str = "red", in_channels: int = 4, source: str = "checkpoint") -> dict:
+                       stem_rule: str = "red", in_channels: int = 4, source: str = "checkpoint",
+                       width: int = 64) -> dict:
     """timm state_dict -> {"params", "batch_stats"} of `create_model(name, head="gap")`
     (without `head` when `include_head` is False). Raises CheckpointError listing every
-    unmatched or mis-shaped tensor."""
+    unmatched or mis-shaped tensor. `width` < 64 reads the tensors of a narrowed network (what
+    `to_timm_state_dict` writes of one: tests without timm's full-size shapes)."""
     if name not in FAMILY_OF:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(FAMILY_OF))}")
     family = FAMILY_OF[name]
@@ -111,7 +113,7 @@ def convert_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *, inclu
     classifier = family.TIMM_CLASSIFIER
     head_keys = [k for k in state_dict if k.startswith(classifier + ".")]
     num_classes = state_dict[classifier + ".weight"].shape[0] if classifier + ".weight" in state_dict else 28
-    model = create_model(name, num_classes, head="gap")
+    model = create_model(name, num_classes, head="gap", width=width)
     template = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, TRACE_SIZE, TRACE_SIZE, in_channels)),
                                                  train=False))
     wanted = {path: leaf.shape for path, leaf in traverse_util.flatten_dict(template).items()}
@@ -168,6 +170,57 @@ def convert_state_dict(name: str, state_dict: Mapping[str, np.ndarray], *, inclu
     variables = traverse_util.unflatten_dict(converted)
     variables.setdefault("batch_stats", {})
     return variables
+
+
+def _to_torch(value: np.ndarray) -> np.ndarray:
+    """The inverse of `_to_flax`: conv (kh, kw, I, O) -> (O, I, kh, kw), linear (I, O) -> (O, I)."""
+    if value.ndim == 4:
+        return value.transpose(3, 2, 0, 1)
+    if value.ndim == 2:
+        return value.T
+    return value
+
+
+_TORCH_LEAF = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("params", "bias"): "bias",
+               ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+
+
+def _torch_tensors(flat: Mapping[tuple, np.ndarray], module_name) -> dict[str, np.ndarray]:
+    """{torch key: float32 array} for flattened Flax variables `(collection, *module, leaf)`, each
+    module named by `module_name(module)`; every BatchNorm also gets PyTorch's `num_batches_tracked`."""
+    tensors = {}
+    for (collection, *module, leaf), value in flat.items():
+        prefix = module_name(tuple(module))
+        value = np.ascontiguousarray(_to_torch(np.asarray(value, np.float32)))
+        tensors[f"{prefix}.{_TORCH_LEAF[collection, leaf]}"] = value
+        if leaf == "mean":
+            tensors[f"{prefix}.num_batches_tracked"] = np.zeros((), np.int64)
+    return tensors
+
+
+def to_timm_state_dict(name: str, variables: Mapping) -> dict[str, np.ndarray]:
+    """The converter's inverse: {"params", "batch_stats"} of `create_model(name, ...)` -> timm's
+    state_dict for `timm.create_model(name, in_chans=4, num_classes=...)`. With timm's own head
+    ("gap": one FC) its classifier is included; any other head is left out (`num_classes=0` in
+    timm loads the rest strictly; `head_state_dict` has it)."""
+    if name not in FAMILY_OF or FAMILY_OF[name].TIMM_CLASSIFIER is None:
+        raise ConfigError(f"{name} has no timm counterpart to export to")
+    family = FAMILY_OF[name]
+    flat = traverse_util.flatten_dict(jax.tree.map(np.asarray, dict(variables)))
+    encoder = {(p[0], *p[2:]): v for p, v in flat.items() if p[1] == "encoder"}
+    tensors = _torch_tensors(encoder, family.timm_module_name)
+    head = {(p[0], *p[2:]): v for p, v in flat.items() if p[1] == "head"}
+    if set(head) == {("params", "fc", "kernel"), ("params", "fc", "bias")}:   # the gap head: timm's classifier
+        tensors.update(_torch_tensors(head, lambda module: family.TIMM_CLASSIFIER))
+    return tensors
+
+
+def head_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
+    """The classifier head's variables in PyTorch's layout and names: `head.<flax module>.<leaf>`
+    (`head.buffer0.weight` (out, in), `head.fc.bias`, `head.fc_bn.running_mean`, ...)."""
+    flat = traverse_util.flatten_dict(jax.tree.map(np.asarray, dict(variables)))
+    head = {(p[0], *p[2:]): v for p, v in flat.items() if p[1] == "head"}
+    return _torch_tensors(head, lambda module: ".".join(("head", *module)))
 
 
 def save_pretrained(out, variables: dict, metadata: dict) -> pathlib.Path:

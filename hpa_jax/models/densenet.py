@@ -86,7 +86,7 @@ class DenseTransition(nn.Module):
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         x = nn.relu(self.norm(name="norm")(x, use_running_average=not train))
         x = self.conv(self.features, (1, 1), name="conv")(x)
-        return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        return nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
 
 
 def growth_rate(width: int) -> int:
@@ -164,6 +164,12 @@ def flax_module_path(torch_module: str) -> tuple[str, ...]:
     if parts[:1] != ("features",) or len(parts) < 2:
         raise KeyError(f"not a timm DenseNet feature module: {torch_module!r}")
     return parts[1:]
+
+
+def timm_module_name(flax_path: Sequence[str]) -> str:
+    """The inverse of `flax_module_path`: ("denseblock1", "denselayer1", "norm1") -> timm's
+    `features.denseblock1.denselayer1.norm1`."""
+    return ".".join(("features", *flax_path))
 
 
 def module_sort_key(module: str) -> int:

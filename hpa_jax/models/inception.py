@@ -10,11 +10,13 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from hpa_jax.collectives import MESH_AXIS
 from hpa_jax.errors import ConfigError
 from hpa_jax.models import layers
-from hpa_jax.models.layers import BATCH_NORM_DEFAULTS, BatchNorm, conv_init, join_sequential_indices, scaled, torch_conv
+from hpa_jax.models.layers import (BATCH_NORM_DEFAULTS, BatchNorm, conv_init, join_sequential_indices, scaled,
+                                   split_sequential_indices, torch_conv)
 
 ENCODER_NAMES = ("inception_v4",)
 TIMM_CLASSIFIER = "last_linear"
@@ -55,7 +57,21 @@ def max_pool(x):
 def avg_pool(x):
     """timm's `nn.AvgPool2d(3, 1, padding=1, count_include_pad=False)`: border pixels average
     only the pixels that exist, so the zero padding does not darken the edges."""
-    return nn.avg_pool(x, (3, 3), (1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
+    # A VALID pool of the zero-padded map rescaled by each pixel's count (a constant), in the form
+    # ONNX exporters take: flax's count_include_pad=False to float32 rounding.
+    height, width = x.shape[1:3]
+    counts = np.outer(_window_counts(height), _window_counts(width))
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    mean = nn.avg_pool(padded, window_shape=(3, 3), strides=(1, 1), padding="VALID")
+    return mean * jnp.asarray(9.0 / counts, mean.dtype)[None, :, :, None]
+
+
+def _window_counts(n: int) -> np.ndarray:
+    """How many of a 3-wide window's taps, padded by 1 each side, fall inside a side of n pixels."""
+    counts = np.full(n, 3.0)
+    counts[0] -= 1
+    counts[-1] -= 1
+    return counts if n > 1 else np.ones(1)
 
 
 class Block(nn.Module):
@@ -144,6 +160,9 @@ class InceptionC(Block):
     """Branches 1 and 2 fork into a 1x3 and a 3x1 conv whose outputs are concatenated; timm
     names those convs without a Sequential (`branch1_1a`, `branch2_3b`...)."""
 
+    TIMM_NAMES = ("branch1_0", "branch1_1a", "branch1_1b", "branch2_0", "branch2_1", "branch2_2", "branch2_3a",
+                  "branch2_3b")   # timm attributes, not Sequential indices
+
     @nn.compact
     def __call__(self, x, *, train: bool):
         x0 = self.conv("branch0", 256, (1, 1))(x, train=train)
@@ -159,7 +178,8 @@ class InceptionC(Block):
         return jnp.concatenate([x0, x1, x2, x3], axis=-1)
 
 
-# timm's `features` Sequential after the three stem convs (indices 0-2).
+# timm's `features` Sequential: three stem convs (channels, stride, padded), then the blocks.
+STEM_CONVS = ((32, 2, False), (32, 1, False), (64, 1, True))
 FEATURE_BLOCKS = (Mixed3a, Mixed4a, Mixed5a) + (InceptionA,) * 4 + (ReductionA,) + (InceptionB,) * 7 \
     + (ReductionB,) + (InceptionC,) * 3
 
@@ -182,11 +202,10 @@ class InceptionV4Encoder(nn.Module):
             raise ConfigError(f"inception_v4 needs images of at least {MIN_INPUT_SIZE} x {MIN_INPUT_SIZE} "
                               f"pixels (its stem and reductions are unpadded); got {x.shape[1]} x {x.shape[2]}")
         common = dict(dtype=self.dtype, axis_name=self.axis_name)
-        stem = [(32, 2, False), (32, 1, False), (64, 1, True)]
-        for i, (channels, strides, padded) in enumerate(stem):
+        for i, (channels, strides, padded) in enumerate(STEM_CONVS):
             x = ConvBN(scaled(channels, self.width), (3, 3), strides, padded, name=f"features_{i}",
                        **common)(x, train=train)
-        for i, block in enumerate(FEATURE_BLOCKS, len(stem)):
+        for i, block in enumerate(FEATURE_BLOCKS, len(STEM_CONVS)):
             x = block(self.width, name=f"features_{i}", **common)(x, train=train)
         return x
 
@@ -201,3 +220,12 @@ def flax_module_path(torch_module: str) -> tuple[str, ...]:
     """timm's module path -> the Flax one: each Sequential index joins the name before it
     ("features.4.branch1.2.conv" -> ("features_4", "branch1_2", "conv"))."""
     return tuple(join_sequential_indices(torch_module))
+
+
+def timm_module_name(flax_path: Sequence[str]) -> str:
+    """The inverse of `flax_module_path`, which drops the difference between a Sequential index and
+    an underscore in a name: inside an Inception-C block, timm's own branch names are kept."""
+    block = flax_path[0].rpartition("_")[2] if flax_path[0].startswith("features_") else ""
+    inception_c = block.isdigit() and int(block) >= len(STEM_CONVS) \
+        and FEATURE_BLOCKS[int(block) - len(STEM_CONVS)] is InceptionC
+    return split_sequential_indices(flax_path, keep=InceptionC.TIMM_NAMES if inception_c else ())

@@ -85,6 +85,17 @@ def join_sequential_indices(torch_module: str) -> list[str]:
     return path
 
 
+def split_sequential_indices(flax_path, keep=()) -> str:
+    """The inverse of `join_sequential_indices`: Flax module names -> the timm module path, each
+    `name_<index>` split back into a Sequential index, except the names in `keep` (timm attributes
+    that carry an underscore and a digit themselves, e.g. InceptionV4's `branch1_0`)."""
+    parts = []
+    for name in flax_path:
+        base, _, index = name.rpartition("_")
+        parts.append(name if name in keep or not (base and index.isdigit()) else f"{base}.{index}")
+    return ".".join(parts)
+
+
 def torch_padding(kernel_size: Sequence[int]) -> tuple[tuple[int, int], ...]:
     """PyTorch's `padding=k // 2` on both sides of each spatial axis."""
     return tuple((k // 2, k // 2) for k in kernel_size)
@@ -204,7 +215,9 @@ def max_pool(x, window: tuple[int, ...], strides: tuple[int, ...], padding) -> j
     select-and-scatter and PyTorch both choose among ties), found by comparing the window's shifted
     slices with the output, and is put back by interior-padded adds that XLA fuses.
     """
-    return nn.max_pool(x, window, strides=strides, padding=padding)
+    pads = _pads(padding, window, strides, x.shape[1:3])
+    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)   # XLA folds it into the pool
+    return nn.max_pool(padded, window_shape=window, strides=strides, padding="VALID")   # ONNX exporters' form
 
 
 def _max_pool_fwd(x, window, strides, padding):

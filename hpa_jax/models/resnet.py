@@ -19,10 +19,11 @@ from hpa_jax.models.layers import (
     conv_init,
     join_sequential_indices,
     max_pool,
+    split_sequential_indices,
     torch_conv,
 )
 
-__all__ = ["ENCODER_NAMES", "ResNetEncoder", "build_encoder", "flax_module_path"]
+__all__ = ["ENCODER_NAMES", "ResNetEncoder", "build_encoder", "flax_module_path", "timm_module_name"]
 
 
 class SqueezeExcite(nn.Module):
@@ -167,3 +168,9 @@ def flax_module_path(torch_module: str) -> tuple[str, ...]:
     """timm: `layer1.0.conv1`, `layer1.0.downsample.0`, `layer1.0.se.fc1` ->
     Flax: ("layer1_0", "conv1"), ("layer1_0", "downsample_conv"), ("layer1_0", "se", "fc1")."""
     return tuple(_DOWNSAMPLE.get(name, name) for name in join_sequential_indices(torch_module))
+
+
+def timm_module_name(flax_path: Sequence[str]) -> str:
+    """The inverse of `flax_module_path`: ("layer1_0", "downsample_conv") -> `layer1.0.downsample.0`."""
+    inverse = {flax: torch for torch, flax in _DOWNSAMPLE.items()}
+    return split_sequential_indices(inverse.get(name, name) for name in flax_path)

@@ -43,6 +43,7 @@ BEST_METRIC = "val_macro_f1"
 BEST_SCORE = "best_score"
 STATE_ITEM = "default"
 PROGRESS_ITEM = "progress"
+AVERAGED = "swa"   # `eval.checkpoint` naming the average `--mode=swa` saves in `Workdir.averaged_checkpoint`
 
 
 def _not_the_missing_metrics_warning(record: logging.LogRecord) -> bool:
@@ -157,16 +158,18 @@ def best_score(metrics: dict | None) -> float | None:
 
 
 def checkpoint_manager(workdir, keep: int = 3, *, keep_steps=(), must_exist: bool = False,
-                       writer: bool = False) -> ocp.CheckpointManager:
-    """`keep_steps` are kept whatever else happens (cycle ends); `must_exist` (for
+                       writer: bool = False, averaged: bool = False) -> ocp.CheckpointManager:
+    """The run's `checkpoints/`, or with `averaged` the folder of `--mode=swa`'s average.
+    `keep_steps` are kept whatever else happens (cycle ends); `must_exist` (for
     evaluate/predict) turns a missing folder into a one-line error. Mid-epoch checkpoints have no
     metrics: BestN ignores them (`keep_checkpoints_without_metrics=False`, or it would keep every
     one of them forever), so only `LatestEpochsAndResumePoint` decides about them. The `writer`
     (training, the folder's only writer) removes the temporary folders of saves that were killed;
     a reader must not, as they may be a running training's save in progress."""
-    directory = Workdir(workdir).checkpoints.absolute()
+    run = Workdir(workdir)
+    directory = (run.averaged_checkpoint if averaged else run.checkpoints).absolute()
     if must_exist and not directory.is_dir():
-        raise CheckpointError(f"{directory}: no checkpoint found; train first (--mode=train)")
+        raise CheckpointError(f"{directory}: no checkpoint found; {_make_one_first(directory)}")
     _set_aside_unreadable_metrics(directory)
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
         LatestEpochsAndResumePoint(n=keep),
@@ -237,7 +240,7 @@ def resolve_step(manager: ocp.CheckpointManager, which) -> int:
     steps = manager.all_steps()
     directory = manager.directory
     if not steps:
-        raise CheckpointError(f"{directory}: no checkpoint found; train first (--mode=train)")
+        raise CheckpointError(f"{directory}: no checkpoint found; {_make_one_first(directory)}")
     if which == "latest":
         return manager.latest_step()
     if which == "best":
@@ -246,10 +249,18 @@ def resolve_step(manager: ocp.CheckpointManager, which) -> int:
     try:
         step = int(which)
     except ValueError:
-        raise ConfigError(f"eval.checkpoint={which!r}: expected 'best', 'latest' or a step number") from None
+        raise ConfigError(f"eval.checkpoint={which!r}: expected 'best', 'latest', '{AVERAGED}' or a step number") \
+            from None
     if step not in steps:
         raise CheckpointError(f"{directory}: no checkpoint at step {step}; available: {sorted(steps)}")
     return step
+
+
+def _make_one_first(directory) -> str:
+    """What writes the checkpoints `directory` lacks: training, or `--mode=swa` for the average."""
+    if pathlib.Path(directory).name == Workdir("").averaged_checkpoint.name:
+        return "average the run's checkpoints first (--mode=swa)"
+    return "train first (--mode=train)"
 
 
 def candidates(manager: ocp.CheckpointManager, which: str) -> list[int]:
