@@ -36,7 +36,8 @@ def identifier(name: str) -> str:
 
 def cover(run: ExportedRun, image: np.ndarray, path: pathlib.Path) -> pathlib.Path:
     """A 2:1 cover: the image as HPA shows it, and the same with the class activation map of its
-    most probable class over it (the image twice for an encoder without a map, GapNet-PL)."""
+    most probable class over it (of the most probable one with any positive map: Grad-CAM is 0
+    where a class has no evidence; the image twice for an encoder without a map, GapNet-PL)."""
     pixels = np.asarray(image, np.float32).transpose(1, 2, 0)             # (S, S, 4) 0-255
     rgb = maps.composite(pixels.astype(np.uint8))
     encoder_vars, head_vars = gradcam.split_variables(run.variables)
@@ -45,8 +46,10 @@ def cover(run: ExportedRun, image: np.ndarray, path: pathlib.Path) -> pathlib.Pa
     heat = rgb
     if fmap.shape[1:3] != (1, 1):
         cams = np.asarray(gradcam.grad_cam(run.model, head_vars, fmap))[0]      # (C, h, w)
-        top = int(np.argmax(np.asarray(run.model.head.apply(head_vars, fmap, train=False))[0]))
-        heat = maps.overlay(rgb, cams[top])
+        logits = np.asarray(run.model.head.apply(head_vars, fmap, train=False))[0]
+        shown = [c for c in np.argsort(-logits) if cams[c].max() > 0]   # the most probable class with a map
+        if shown:
+            heat = maps.overlay(rgb, cams[shown[0]])
     side = 256
     panel = [np.asarray(Image.fromarray(a).resize((side, side), Image.Resampling.BILINEAR)) for a in (rgb, heat)]
     Image.fromarray(np.concatenate(panel, axis=1)).save(path)
