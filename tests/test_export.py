@@ -23,11 +23,13 @@ from hpa_jax.runtime import sharding
 pytest.importorskip("jax2onnx", reason="the export extra is not installed: pip install -r requirements-export.txt")
 
 
-def random_run(tmp_path, name: str, pool: str, size: int, width: int = 8) -> exported.ExportedRun:
+def random_run(tmp_path, name: str, pool: str, size: int, width: int = 8,
+               batch_norm: bool = False) -> exported.ExportedRun:
     """An untrained run of `name` with random BatchNorm statistics (a statistic exported to the
     wrong place shows), as `load_run` builds one."""
     config = quickstart.get_config()
     config.model.name, config.model.width, config.model.head.pool = name, width, pool
+    config.model.head.batch_norm = batch_norm
     config.model.dtype, config.model.batch_norm_sync = "float32", "device"
     if pool == "gap":
         config.model.head.layers = ()              # timm's own head: global average pooling, one FC
@@ -48,14 +50,15 @@ def pixels(count: int, size: int) -> np.ndarray:
     return np.random.default_rng(2).integers(0, 256, (count, 4, size, size)).astype(np.float32)
 
 
-@pytest.mark.parametrize("name,pool,size", [("resnet18", "gap", 64), ("resnet18", "acp", 64),
-                                            ("seresnext50_32x4d", "acp", 64), ("densenet121", "acp", 64),
-                                            ("inception_v4", "acp", 96), ("gapnet_pl", "acp", 64)])
-def test_onnxruntime_gives_the_logits_of_jax_for_every_encoder(tmp_path, name, pool, size):
+@pytest.mark.parametrize("name,pool,batch_norm,size", [
+    ("resnet18", "gap", False, 64), ("resnet18", "acp", True, 64), ("seresnext50_32x4d", "acp", False, 64),
+    ("densenet121", "acp", False, 64), ("inception_v4", "acp", False, 96), ("gapnet_pl", "acp", False, 64)])
+def test_onnxruntime_gives_the_logits_of_jax_for_every_encoder(tmp_path, name, pool, batch_norm, size):
     """Every family of the zoo (the pooling rewritten for ONNX, grouped convolutions, squeeze-
-    excitation, dense blocks, Inception's count-excluding average pool) with the paper's head
-    and timm's: onnxruntime at batch 3 and 1 within 1e-5 of JAX, relative to the largest logit."""
-    run = random_run(tmp_path, name, pool, size)
+    excitation, dense blocks, Inception's count-excluding average pool) with the paper's head,
+    timm's, and the 2018 winner's (BatchNorm before each FC): onnxruntime at batch 3 and 1 within
+    1e-5 of JAX, relative to the largest logit."""
+    run = random_run(tmp_path, name, pool, size, batch_norm=batch_norm)
     path = onnx_model.export_onnx(run, tmp_path)
     images = pixels(3, size)
     for batch in (images, images[:1]):

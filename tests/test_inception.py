@@ -1,6 +1,7 @@
 """InceptionV4: size and shapes of the full network without running it, and the smallest input
 it takes (tests/test_zoo.py trains it under the sharded step; tests/interop checks it against timm)."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,3 +58,13 @@ def test_flax_module_path_joins_sequential_indices_to_their_name():
     assert inception.flax_module_path("features.3.conv.bn") == ("features_3", "conv", "bn")
     assert inception.flax_module_path("features.4.branch1.2.conv") == ("features_4", "branch1_2", "conv")
     assert inception.flax_module_path("features.21.branch2_3a.bn") == ("features_21", "branch2_3a", "bn")
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 9, 3), (1, 1, 1, 2), (1, 2, 5, 1), (2, 8, 8, 4)])
+def test_average_pool_excludes_the_padding_as_flax_does(shape):
+    """The exporters' form of timm's `AvgPool2d(3, 1, 1, count_include_pad=False)` (a VALID pool of
+    the zero-padded map rescaled by each pixel's count) equals flax's `count_include_pad=False`
+    to float32 rounding, at the borders of 1- and 2-pixel sides too."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
+    want = nn.avg_pool(x, (3, 3), (1, 1), padding=((1, 1), (1, 1)), count_include_pad=False)
+    np.testing.assert_allclose(inception.avg_pool(x), want, rtol=1e-6, atol=1e-6)
