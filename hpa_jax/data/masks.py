@@ -92,6 +92,8 @@ def read_labels(path, shape: tuple[int, int] | None = None) -> np.ndarray:
 
 def _not_labels(pixels: np.ndarray) -> str:
     """What keeps `pixels` from being a label image, or ""."""
+    if pixels.size == 0:
+        return "no image data"
     if pixels.ndim != 2:
         return (f"{'x'.join(map(str, pixels.shape))} values, not one plane (a coloured picture of masks cannot be "
                 f"read back)")
@@ -99,8 +101,6 @@ def _not_labels(pixels: np.ndarray) -> str:
         return "a binary (0/1) foreground mask"
     if not (np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)):
         return f"values of type {pixels.dtype}"
-    if pixels.size == 0:
-        return "no pixels"
     if np.issubdtype(pixels.dtype, np.floating) and not (np.isfinite(pixels).all() and (pixels == np.round(pixels)).all()):
         return "fractional values (a probability map?)"
     low, high = pixels.min(), pixels.max()
