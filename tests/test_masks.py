@@ -17,7 +17,7 @@ LABELS = np.array([[0, 0, 3, 3], [7, 0, 3, 3], [7, 7, 0, 0]], np.int32)   # gaps
     ("a_cells.png", lambda p: Image.fromarray(LABELS.astype(np.uint8)).save(p)),   # 8-bit
     ("a_cells.png", lambda p: _palette(p)),                                          # palette indices
     ("a_cells.tif", lambda p: tifffile.imwrite(p, LABELS)),                          # int32 TIFF
-    ("a_cells.tiff", lambda p: tifffile.imwrite(p, LABELS.astype(np.uint32)[None], photometric="minisblack")),  # a one-page stack
+    ("a_cells.tiff", lambda p: tifffile.imwrite(p, LABELS.astype(np.uint32)[None], photometric="minisblack")),
     ("a_cells.tif", lambda p: tifffile.imwrite(p, LABELS.astype(np.float32))),       # whole numbers as floats
 ])
 def test_label_images_are_read(tmp_path, name, write):

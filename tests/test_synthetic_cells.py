@@ -90,6 +90,13 @@ def test_a_class_shows_in_the_cells_that_carry_it():
     assert len(ratios) >= 6 and min(ratios) > 2
 
 
+def _touches_another(cells: np.ndarray, k: int) -> bool:
+    """Cell k has a pixel of another cell beside one of its own."""
+    own = np.pad(cells == k, 1)
+    beside = own[:-2, 1:-1] | own[2:, 1:-1] | own[1:-1, :-2] | own[1:-1, 2:]
+    return bool((beside & (cells > 0) & (cells != k)).any())
+
+
 def test_special_classes_sit_where_they_can():
     """Mitotic spindle (17): only mitotic cells, whose chromatin is condensed; cell junctions (22)
     and cytokinetic bridges (16): only cells that touch another."""
@@ -97,10 +104,7 @@ def test_special_classes_sit_where_they_can():
         field = _varied(seed, labels=[16, 17, 22])
         for k, classes in enumerate(field.cell_labels, 1):
             if 16 in classes or 22 in classes:
-                grown = np.zeros_like(field.cells, bool)
-                own = field.cells == k
-                grown[1:] |= own[:-1]; grown[:-1] |= own[1:]; grown[:, 1:] |= own[:, :-1]; grown[:, :-1] |= own[:, 1:]   # noqa: E702
-                assert ((field.cells > 0) & (field.cells != k) & grown).any()
+                assert _touches_another(field.cells, k)
         mitotic = [k for k, c in enumerate(field.cell_labels, 1) if 17 in c]
         assert mitotic, "a field labelled 17 has at least one mitotic cell"
 
@@ -131,7 +135,9 @@ def test_generate_writes_the_truth(varied_dataset):
 
 def test_generate_varied_is_deterministic(varied_dataset, tmp_path):
     again = synthetic.generate(tmp_path, num_train=6, num_test=2, image_size=64, seed=5, varied_cells=True)
-    files = lambda root: {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}   # noqa: E731
+    def files(root):
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
     assert files(again) == files(varied_dataset)
 
 

@@ -101,7 +101,7 @@ def _not_labels(pixels: np.ndarray) -> str:
         return "a binary (0/1) foreground mask"
     if not (np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)):
         return f"values of type {pixels.dtype}"
-    if np.issubdtype(pixels.dtype, np.floating) and not (np.isfinite(pixels).all() and (pixels == np.round(pixels)).all()):
+    if np.issubdtype(pixels.dtype, np.floating) and not (np.isfinite(pixels) & (pixels == np.round(pixels))).all():
         return "fractional values (a probability map?)"
     low, high = pixels.min(), pixels.max()
     if low < 0:
