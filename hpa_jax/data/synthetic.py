@@ -707,6 +707,13 @@ class CellField(NamedTuple):
         return sorted(set().union(*self.cell_labels))
 
 
+def _in_truth(f: _Field) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels, cells) of the true cell masks: a pixel belongs to the cell that owns it where that
+    cell's soft mask is at least 0.5; the cells with any such pixel are the field's true cells."""
+    inside = f.cell_mask >= 0.5
+    return inside, np.bincount(f.owner[inside], minlength=f.n) > 0
+
+
 _EVERY_CELL = 1 / 3      # chance that a class of a varied field is in all its cells
 _SHARE = (0.25, 0.75)    # otherwise each cell carries it with a probability drawn in this range
 
@@ -718,8 +725,7 @@ def _cell_classes(f: _Field, labels: list[int], rng: np.random.Generator) -> dic
     cell with probability p ~ U(_SHARE), at least one. Cell junctions (22) can only be in cells
     that touch another, the mitotic spindle (17) is in the mitotic cells, and a cytokinetic bridge
     (16) in the cells of touching pairs here (`render_cells` narrows it to the pairs it joins)."""
-    inside = f.cell_mask >= 0.5
-    present = np.bincount(f.owner[inside], minlength=f.n) > 0
+    inside, present = _in_truth(f)
     cells = np.arange(f.n)
     can_show = {16: np.isin(cells, [c for pair in _touching_pairs(f) for c in pair[:2]]),
                 17: np.isin(cells, f.mitotic),
@@ -748,8 +754,7 @@ def render_cells(labels: Sequence[int], image_size: int, rng: np.random.Generato
     image, f, carried = _render(labels, image_size, rng, lambda f, c: _cell_classes(f, c, rng.spawn(1)[0]))
     if 16 in carried:
         carried[16] = carried[16] & np.isin(np.arange(f.n), f.bridged)
-    inside = f.cell_mask >= 0.5
-    present = np.bincount(f.owner[inside], minlength=f.n) > 0
+    inside, present = _in_truth(f)
     number = (np.cumsum(present) * present).astype(np.int32)        # generator's cell i -> 1..K, 0 if outside
     cells = np.where(inside, number[f.owner], 0).astype(np.int32)
     nuclei = np.where(f.nuc_mask >= 0.5, number[f.owner], 0).astype(np.int32)
@@ -832,7 +837,7 @@ def _write_split(out: pathlib.Path, split: str, count: int, image_size: int, see
         for c, color in enumerate(CHANNELS):
             Image.fromarray(np.ascontiguousarray(img[..., c])).save(folder / f"{image_id}_{color}.png")
         rows.append((image_id, " ".join(str(c) for c in rng.permutation(labels))))  # unsorted, as Kaggle
-    return sorted(rows), sorted(cell_rows, key=lambda r: (r[0], int(r[1])))
+    return sorted(rows), cell_rows
 
 
 def _varied_field(image_size: int, rng: np.random.Generator) -> CellField:
@@ -845,6 +850,7 @@ def _varied_field(image_size: int, rng: np.random.Generator) -> CellField:
 
 
 def _write_truth(folder: pathlib.Path, image_id: str, field: CellField) -> None:
+    """A varied field's true masks, named as a user's masks are (`hpa_jax.data.masks`)."""
     folder.mkdir(exist_ok=True)
     for kind in masks.KINDS:
         masks.write_labels(folder / masks.mask_name(image_id, kind), getattr(field, kind))
@@ -872,7 +878,8 @@ def generate(out_dir, *, num_train: int, num_test: int, image_size: int = 128, s
     _write_csv(out / "sample_submission.csv", "Id,Predicted", [(i, "0") for i, _ in test])
     _write_csv(out / "test_labels.csv", "Id,Target", test)
     if varied_cells:
-        _write_csv(out / CELLS_CSV, "Id,cell,Target", sorted(train_cells + test_cells, key=lambda r: (r[0], int(r[1]))))
+        by_field = sorted(train_cells + test_cells, key=lambda row: (row[0], int(row[1])))
+        _write_csv(out / CELLS_CSV, "Id,cell,Target", by_field)
     return out
 
 
