@@ -51,8 +51,10 @@ def test_cell_k_holds_nucleus_k(scored):
         assert extra == set(range(k + 1, k + 1 + len(extra)))          # nucleus-less cells numbered after
 
 
-def test_an_empty_field_has_no_cells_and_a_wrong_shape_is_refused():
-    for image in (np.zeros((64, 64, 4), np.uint8), np.full((64, 64, 4), 9, np.uint8)):
+def test_a_field_without_nuclei_has_no_cells_and_a_wrong_shape_is_refused():
+    cytoplasm_only = np.zeros((64, 64, 4), np.uint8)
+    cytoplasm_only[10:40, :30, [0, 3]] = 80
+    for image in (np.zeros((64, 64, 4), np.uint8), np.full((64, 64, 4), 9, np.uint8), cytoplasm_only):
         found = segment.segment(image)
         assert not found.cells.any() and not found.nuclei.any()
     with pytest.raises(ValueError, match=r"expected an \(H, W, 4\) image"):

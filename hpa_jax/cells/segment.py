@@ -85,7 +85,10 @@ def grow_cells(red: np.ndarray, yellow: np.ndarray, blue: np.ndarray, nuclei: np
     typical nucleus radius (`segment_nuclei`). The foreground is the microtubule and ER signal
     above its Otsu threshold, plus the nuclei; the flooding runs down from the nuclei, so the
     nucleus channel joins the landscape (alone, the cytoplasm channels are dim over a nucleus and
-    a neighbour's flood would reach the cytoplasm around it first)."""
+    a neighbour's flood would reach the cytoplasm around it first). No nuclei, no cells: without
+    them the field has no scale, and nothing to grow from."""
+    if not nuclei.any():
+        return np.zeros(nuclei.shape, np.int32)
     smooth = lambda x: filters.gaussian(x, max(_CELL_SIGMA * radius, _NOISE_SIGMA))   # noqa: E731
     cytoplasm = _scaled(red) + _scaled(yellow)
     mask = ndi.binary_fill_holes(_above_otsu(smooth(cytoplasm)) | (nuclei > 0))
