@@ -1,0 +1,103 @@
+"""Per-cell labels: the CAM route and the crop route against brute-force loops over pixels, and
+`python -m hpa_jax.predict --cells` end to end on the tiny run (three outputs whose cells agree,
+a bad masks file named in one line)."""
+
+import numpy as np
+import pytest
+
+from hpa_jax.cells import localise
+from hpa_jax.explain.maps import upsample
+
+
+def _labels() -> np.ndarray:
+    """A 12 x 16 field with cells 1, 2, 5 (a gap) and 7 touching the edges."""
+    labels = np.zeros((12, 16), np.int32)
+    labels[1:5, 1:6] = 1
+    labels[2:9, 7:12] = 2
+    labels[6:11, 2:6] = 5
+    labels[0:3, 13:16] = 7
+    labels[9:12, 12:16] = 7
+    return labels
+
+
+def _brute_cam(cams, labels, probs):
+    cells = sorted(int(k) for k in set(labels.ravel()) - {0})
+    out = np.zeros((len(cells), len(cams)))
+    for c, cam in enumerate(cams):
+        full = upsample(cam, *labels.shape)
+        density = []
+        for k in cells:
+            total = count = 0
+            for y in range(labels.shape[0]):
+                for x in range(labels.shape[1]):
+                    if labels[y, x] == k:
+                        total += full[y, x]
+                        count += 1
+            density.append(total / count)
+        top = max(density)
+        out[:, c] = [probs[c] * (d / top if top > 0 else 1.0) for d in density]
+    return out
+
+
+@pytest.mark.parametrize("scale", [1, 4])
+def test_cam_route_matches_a_loop_over_pixels(scale):
+    labels = _labels()
+    rng = np.random.default_rng(scale)
+    cams = rng.random((3, 12 // scale, 16 // scale)).astype(np.float32) * 5
+    cams[1] = 0                                   # a class whose map is zero: every cell gets the field's probability
+    probs = np.array([0.9, 0.4, 0.2], np.float32)
+    cells = localise.cell_numbers(labels)
+    assert cells.tolist() == [1, 2, 5, 7]
+    got = localise.cam_scores(cams, labels, cells, probs)
+    np.testing.assert_allclose(got, _brute_cam(cams, labels, probs), rtol=1e-5, atol=1e-6)
+    assert got[:, 1].tolist() == pytest.approx([0.4] * 4)
+    assert (got.max(axis=0) == pytest.approx(probs)) and (got >= 0).all()
+
+
+def test_cam_route_puts_a_class_in_its_cell():
+    labels = _labels()
+    cams = np.zeros((2, 12, 16), np.float32)
+    cams[0][labels == 2] = 3.0                  # class 0 lit in cell 2 only, class 1 everywhere
+    cams[1] = 1.0
+    got = localise.cam_scores(cams, labels, localise.cell_numbers(labels), np.array([0.8, 0.5]))
+    np.testing.assert_allclose(got[:, 0], [0, 0.8, 0, 0])
+    np.testing.assert_allclose(got[:, 1], [0.5] * 4)
+
+
+def test_boxes_and_areas():
+    labels = _labels()
+    cells = localise.cell_numbers(labels)
+    np.testing.assert_array_equal(localise.boxes(labels, cells), [[1, 1, 6, 5], [7, 2, 12, 9], [2, 6, 6, 11],
+                                                                  [12, 0, 16, 12]])
+    assert localise.areas(labels, cells).tolist() == [(labels == k).sum() for k in cells]
+
+
+def test_crops_are_centred_squares_with_black_borders_and_no_neighbours():
+    labels = _labels()
+    rng = np.random.default_rng(0)
+    image = rng.integers(1, 256, (*labels.shape, 4), dtype=np.uint8)
+    cells = localise.cell_numbers(labels)
+    cell_boxes = localise.boxes(labels, cells)
+    squares = localise.square_boxes(cell_boxes)
+    for k, (bx0, by0, bx1, by1), (x0, y0, side) in zip(cells, cell_boxes, squares):
+        long = max(bx1 - bx0, by1 - by0)
+        assert side == int(np.ceil(long * (1 + 2 * localise.MARGIN)))
+        assert x0 <= bx0 and y0 <= by0 and x0 + side >= bx1 and y0 + side >= by1       # the cell inside
+        assert abs((x0 + side / 2) - (bx0 + bx1) / 2) <= 0.5 and abs((y0 + side / 2) - (by0 + by1) / 2) <= 0.5
+        crop = localise.cell_crops(image, labels, np.array([k]), int(side))[0]       # no resize at its own side
+        expected = np.zeros_like(crop)
+        for r in range(side):
+            for c in range(side):
+                y, x = y0 + r, x0 + c
+                if 0 <= y < labels.shape[0] and 0 <= x < labels.shape[1] and labels[y, x] in (0, k):
+                    expected[r, c] = image[y, x]
+        np.testing.assert_array_equal(crop, expected)
+    assert (squares[:, :2] < 0).any() or (squares[:, :2] + squares[:, 2:] > np.array([16, 12])).any()  # an edge crossed
+    resized = localise.cell_crops(image, labels, cells, 32)
+    assert resized.shape == (4, 32, 32, 4) and resized.dtype == np.uint8
+
+
+def test_blend_is_the_weighted_mean():
+    cam, crop = np.array([[0.2, 1.0]]), np.array([[0.6, 0.0]])
+    np.testing.assert_allclose(localise.blend(cam, crop), [[0.4, 0.5]])
+    np.testing.assert_allclose(localise.blend(cam, crop, 1.0), cam)
