@@ -2,6 +2,8 @@
 `python -m hpa_jax.predict --cells` end to end on the tiny run (three outputs whose cells agree,
 a bad masks file named in one line)."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,105 @@ def test_blend_is_the_weighted_mean():
     cam, crop = np.array([[0.2, 1.0]]), np.array([[0.6, 0.0]])
     np.testing.assert_allclose(localise.blend(cam, crop), [[0.4, 0.5]])
     np.testing.assert_allclose(localise.blend(cam, crop, 1.0), cam)
+
+
+# ---- --cells end to end on the tiny run ------------------------------------------------------
+
+IDS = ("fieldA", "fieldB")
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory):
+    """Two 64 px varied synthetic fields (the tiny run resizes them to its 32 px) and a folder of
+    their true cell masks, numbered with a gap (cell k -> 2k) as a user's masks may be."""
+    from PIL import Image
+
+    from hpa_jax.classes import CHANNELS
+    from hpa_jax.data import synthetic
+    from hpa_jax.data.masks import write_labels
+
+    root = tmp_path_factory.mktemp("varied")
+    images, masks = root / "images", root / "masks"
+    images.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(3)
+    for image_id in IDS:
+        field = synthetic.render_cells(synthetic.sample_labels(rng), 64, rng)
+        for c, color in enumerate(CHANNELS):
+            Image.fromarray(field.image[..., c]).save(images / f"{image_id}_{color}.png")
+        write_labels(masks / f"{image_id}_cells.png", field.cells * 2)
+    return images, masks
+
+
+def _check_outputs(out, result):
+    import pandas as pd
+
+    from hpa_jax.classes import CLASS_NAMES
+    from hpa_jax.data.masks import read_labels
+
+    frame = pd.read_csv(out / "cells.csv")
+    assert list(frame.columns) == ["Id", "cell", "x0", "y0", "x1", "y1", "area", *CLASS_NAMES, "Predicted_names"]
+    assert not list(out.glob(".*-partial"))
+    for image_id in IDS:
+        labels = read_labels(out / "cells" / f"{image_id}_cells.png")
+        rows = frame[frame["Id"] == image_id]
+        assert rows["cell"].tolist() == localise.cell_numbers(labels).tolist() and len(rows)
+        assert rows["area"].tolist() == [(labels == k).sum() for k in rows["cell"]]
+        for row in rows.itertuples():
+            ys, xs = np.nonzero(labels == row.cell)
+            assert (row.x0, row.y0, row.x1, row.y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert (out / "cells" / f"{image_id}_overlay.png").stat().st_size > 0
+    probs = frame[list(CLASS_NAMES)].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    np.testing.assert_allclose(probs, result["cells"][list(CLASS_NAMES)].to_numpy(), atol=1e-6)
+    return frame
+
+
+def test_cells_end_to_end_segmented_blend(tiny_run, varied, tmp_path):
+    from hpa_jax.classes import CLASS_NAMES
+    from hpa_jax.folder import predict as folder_predict
+
+    images, _ = varied
+    result = folder_predict.predict_folder(tiny_run, images, tmp_path, cells=True, progress=False)
+    _check_outputs(tmp_path, result)
+    scores = result["cell_scores"]
+    np.testing.assert_allclose(result["cells"][list(CLASS_NAMES)].to_numpy(),
+                               localise.blend(scores["cam"], scores["crop"]), atol=1e-6)
+    assert (tmp_path / "predictions.csv").is_file()
+
+
+def test_cells_with_masks_keep_their_numbers(tiny_run, varied, tmp_path):
+    from hpa_jax.data.masks import read_labels
+    from hpa_jax.folder import predict as folder_predict
+
+    images, masks = varied
+    result = folder_predict.predict_folder(tiny_run, images, tmp_path, cells=True, cell_route="crop", masks=masks,
+                                           progress=False)
+    frame = _check_outputs(tmp_path, result)
+    assert set(result["cell_scores"]) == {"crop"}
+    for image_id in IDS:
+        expected = read_labels(masks / f"{image_id}_cells.png")
+        np.testing.assert_array_equal(read_labels(tmp_path / "cells" / f"{image_id}_cells.png"), expected)
+    assert (frame["cell"] % 2 == 0).all()
+
+
+def test_bad_masks_file_is_one_line_and_nothing_is_written(tiny_run, varied, tmp_path):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    images, masks = varied
+    bad = tmp_path / "masks"
+    bad.mkdir()
+    (bad / "fieldA_cells.png").write_bytes((masks / "fieldA_cells.png").read_bytes())
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(bad / "fieldB_cells.png")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "hpa_jax.predict", f"--workdir={tiny_run}", f"--images={images}",
+                             f"--out={out}", "--cells", "--cell_route=cam", f"--masks={bad}"],
+                            cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "fieldB_cells.png" in line and "not one plane" in line
+    assert not out.exists() or not any(out.iterdir())
