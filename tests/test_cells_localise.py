@@ -205,3 +205,25 @@ def test_bad_masks_file_is_one_line_and_nothing_is_written(tiny_run, varied, tmp
     line = result.stderr.strip().splitlines()[-1]
     assert "fieldB_cells.png" in line and "not one plane" in line
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_tiled_cam_route_and_a_field_without_cells(tiny_run, varied, tmp_path):
+    from PIL import Image
+
+    from hpa_jax.classes import CHANNELS
+    from hpa_jax.data.masks import read_labels
+    from hpa_jax.folder import predict as folder_predict
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for color in CHANNELS:
+        (images / f"fieldA_{color}.png").write_bytes((varied[0] / f"fieldA_{color}.png").read_bytes())
+        Image.fromarray(np.zeros((48, 40), np.uint8)).save(images / f"empty_{color}.png")
+    out = tmp_path / "out"
+    result = folder_predict.predict_folder(tiny_run, images, out, fit="tile", cells=True, cell_route="cam",
+                                           progress=False)
+    frame = result["cells"]
+    assert set(frame["Id"]) == {"fieldA"} and set(result["cell_scores"]) == {"cam"}
+    assert frame["cell"].tolist() == localise.cell_numbers(read_labels(out / "cells" / "fieldA_cells.png")).tolist()
+    assert not read_labels(out / "cells" / "empty_cells.png").any()
+    assert (out / "cells" / "empty_overlay.png").is_file()
