@@ -6,7 +6,11 @@ run's checkpoint and thresholds (`RUN/thresholds.json` when it has one, else its
 `eval.threshold`); OUT gets `predictions.csv` (Id, predicted class names and indices, one
 probability column per class), `probs.npz`, and on request `cams/` (`--cams`) and, with
 `--embeddings`, `embeddings.npz`, `embeddings.h5ad` (AnnData), `probabilities.tsv` and the map
-`embeddings_pca.png` or `embeddings_umap.png` (`--embedding_map`). An image with a missing or
+`embeddings_pca.png` or `embeddings_umap.png` (`--embedding_map`), and with `--cells` each
+field's cells (`--masks`, else found by `hpa_jax.cells.segment`) labelled one by one: `cells.csv`
+(Id, cell, x0, y0, x1, y1, area, one probability column per class, Predicted_names),
+`cells/{Id}_cells.png` (the 16-bit label image whose numbers `cells.csv` uses) and
+`cells/{Id}_overlay.png` (outlines coloured by each cell's top predicted class). An image with a missing or
 unreadable channel file stops it with one line naming every such image, and nothing written,
 unless `--skip_bad` (then `skipped.csv` lists them). Flags are read before jax is imported, so
 `--help` is quick.
@@ -36,6 +40,14 @@ def define_flags() -> None:
     flags.DEFINE_enum("embedding_map", "pca", ["pca", "umap"],
                       "The 2-D map of --embeddings (implied when given): OUT/embeddings_pca.png, or "
                       "embeddings_umap.png where umap-learn is installed (else the PCA, with a note).")
+    flags.DEFINE_bool("cells", False, "Per-cell labels: OUT/cells.csv, OUT/cells/{Id}_cells.png (label image) and "
+                      "{Id}_overlay.png.")
+    flags.DEFINE_enum("cell_route", "blend", ["cam", "crop", "blend"],
+                      "--cells' scores: cam: each class's activation density in the cell relative to the densest "
+                      "cell, times the image's probability; crop: the cell's padded square crop through the model; "
+                      "blend: their mean.")
+    flags.DEFINE_string("masks", None, "--cells: folder of the user's {Id}_cells.{png,tif,tiff} label images "
+                        "(default: cells found by the embedded segmentation).")
     flags.DEFINE_bool("skip_bad", False, "Predict the readable images and list the others in OUT/skipped.csv.")
     flags.DEFINE_string("checkpoint", None, "best, latest, a step, or swa (--mode=swa's average); "
                         "default: the run's eval.checkpoint.")
@@ -59,7 +71,8 @@ def main(argv):
         predict_folder(f.workdir, f.images, f.out, fit=f.fit, size=f.size, tta=f.tta, cams=f.cams,
                        cam_shifts=f.cam_shifts, embeddings=f.embeddings or f["embedding_map"].present,
                        embedding_map=f.embedding_map, skip_bad=f.skip_bad, checkpoint=f.checkpoint,
-                       batch_size=f.batch_size)
+                       batch_size=f.batch_size, cells=f.cells or f["cell_route"].present or f.masks is not None,
+                       cell_route=f.cell_route, masks=f.masks)
 
 
 def cli() -> None:

@@ -81,6 +81,7 @@ def test_shipped_configs_and_the_defaults_validate(name):
     ("loss__e_alpha", 1.0, r"loss.e_alpha=1.0: expected a number in \[0, 1\)"),
     ("eval__threshold", 1.5, r"eval.threshold=1.5: expected a number in \[0, 1\]"),
     ("eval__force_one", 1, "eval.force_one=1: expected True or False"),
+    ("data__synthetic__varied_cells", 1, "data.synthetic.varied_cells=1: expected True or False"),
     ("checkpoint__keep", -1, "checkpoint.keep=-1: expected an integer >= 0"),
     ("checkpoint__every_steps", -1, "checkpoint.every_steps=-1: expected an integer >= 0"),
     ("model__head__layers", ((0, 0.5),), r"model.head.layers=\(\(0, 0.5\),\): expected \(units >= 1"),

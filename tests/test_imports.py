@@ -39,4 +39,4 @@ def test_importing_every_module_changes_nothing_in_the_process():
     assert report["after"] == report["before"]
     # the walk reached the rooms, not only the top (a vacuous pass would import nothing)
     rooms = {name.split(".")[1] for name in report["modules"]}
-    assert {"training", "evaluation", "reporting", "runtime", "explain", "folder", "config", "data", "models"} <= rooms
+    assert {"training", "evaluation", "reporting", "runtime", "explain", "folder", "cells", "config", "data", "models"} <= rooms

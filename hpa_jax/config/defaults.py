@@ -75,6 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.synthetic.num_test = 300
     c.data.synthetic.image_size = 128
     c.data.synthetic.seed = 0
+    c.data.synthetic.varied_cells = False         # cells of a field differ; writes their true masks (cells/, cells.csv)
     c.data.synthetic.cache_dir = config_dict.placeholder(str)  # default: $HPA_JAX_CACHE or ~/.cache/hpa_jax
 
     c.model = ml_collections.ConfigDict()

@@ -136,6 +136,7 @@ def _check_data(c, needs_data: bool = False) -> None:
     _integer(c, "data.synthetic.num_train", 1)
     _integer(c, "data.synthetic.num_test", 0)
     _integer(c, "data.synthetic.seed", 0)
+    _boolean(c, "data.synthetic.varied_cells")
 
 
 def _check_model(c) -> None:

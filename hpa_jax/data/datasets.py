@@ -80,7 +80,8 @@ def resolve_root(data_config) -> pathlib.Path:
 
         s = data_config.synthetic
         return synthetic.ensure_synthetic(s.cache_dir or default_cache_dir(), num_train=s.num_train,
-                                          num_test=s.num_test, image_size=s.image_size, seed=s.seed)
+                                          num_test=s.num_test, image_size=s.image_size, seed=s.seed,
+                                          varied_cells=s.varied_cells)
     if data_config.source != "kaggle":
         raise ConfigError(f"unknown data.source {data_config.source!r}: expected one of {', '.join(SOURCES)}")
     if not data_config.dir:

@@ -13,6 +13,12 @@ images: Mitotic spindle (17) turns 1-2 cells mitotic (condensed chromosome plate
 spindle instead of the interphase microtubules in red), and Cytokinetic bridge (16) and Cell
 junctions (22) are drawn only where two cells touch (a field without touching cells shows none).
 
+Varied fields (`render_cells`, `generate(varied_cells=True)`): as HPA found, the cells of one
+field need not share a pattern. Each cell carries its own share of the field's classes, the
+field is labelled with their union, and each field's true cell and nucleus masks and per-cell
+classes are written beside it, the truth that segmentation and per-cell predictions are scored
+against. Plain fields (the default) are unchanged by this: every cell shows every class.
+
 Scale: at 128 px a field holds 4-9 cells ~40 px across. Larger images show both a larger
 field of view and a higher magnification: lengths grow with sqrt(image_size / 128) and the
 number of cells with image_size / 128 (at 512 px: 16-36 cells ~80 px across, close to the
@@ -35,8 +41,11 @@ import numpy as np
 from PIL import Image
 
 from hpa_jax.classes import CHANNELS, KAGGLE_TRAIN_COUNTS
+from hpa_jax.data import masks
 
 _VERSION = "synthetic-v2"
+CELLS_FOLDER = "cells"      # varied fields' true masks, {Id}_cells.png and {Id}_nuclei.png (`generate`)
+CELLS_CSV = "cells.csv"     # and each of their cells' classes
 _SPLIT_CODES = {"train": 0, "test": 1}
 _TAU = 2 * np.pi
 _STEP = 0.7      # sample spacing along filaments (px at 128), below the blur width: lines stay smooth
@@ -215,6 +224,8 @@ class _Field:
         self.cyto = self.cell_mask * (1 - self.nuc_mask)
         self.condensed = np.ones(self.n, np.float32)       # blue gain per cell (> 1: mitotic chromatin)
         self.spindles: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.mitotic: list[int] = []                       # cells make_mitotic turned mitotic
+        self.bridged: list[int] = []                       # cells a cytokinetic bridge joins (class 16)
 
     def per_cell(self, values) -> np.ndarray:
         """Broadcast one value per cell to the pixels the cell owns."""
@@ -312,6 +323,7 @@ class _Field:
         margin = np.minimum(np.minimum(self.nuc.cy, self.size - self.nuc.cy), np.minimum(self.nuc.cx, self.size - self.nuc.cx))
         order = np.argsort(-(margin + rng.uniform(0, 8 * px, self.n)))   # prefer cells well inside the field
         cells = order[:1 if self.n < 6 else rng.integers(1, 3)]
+        self.mitotic = [int(i) for i in cells]
         for i in cells:
             mine = self.owner == i
             r = float(self.nuc.radius[i])
@@ -553,6 +565,7 @@ def _cytokinetic_bridge(f: _Field, rng) -> np.ndarray:
     """A thin bright bar with a brighter midbody, across the border of 1-2 touching cell pairs,
     along the line joining the two daughter nuclei."""
     pairs = _touching_pairs(f)[:rng.integers(1, 3)]
+    f.bridged = sorted({c for i, j, _, _ in pairs for c in (i, j)})
     out = np.zeros((f.size, f.size), np.float32)
     if not pairs:
         return out
@@ -596,10 +609,15 @@ def _lipid_droplets(f: _Field, rng) -> np.ndarray:
     return _saturate(1.5 * (filled + _loops(f, y[ring], x[ring], r[ring], w[ring], 0.5 * f.px)))
 
 
+def _junction_line(f: _Field) -> np.ndarray:
+    """The line (peak ~1) along the borders between touching cells, where cell junctions sit."""
+    shared = np.clip((1 - f.m_2nd) * f.cell.radius[f.owner] / (1.5 * f.px) + 0.5, 0, 1)
+    return np.exp(-0.5 * (f.border / (0.8 * f.px)) ** 2) * shared
+
+
 def _cell_junctions(f: _Field, rng) -> np.ndarray:
     """Bright, slightly beaded line on the borders between touching cells (not on free edges)."""
-    shared = np.clip((1 - f.m_2nd) * f.cell.radius[f.owner] / (1.5 * f.px) + 0.5, 0, 1)
-    line = np.exp(-0.5 * (f.border / (0.8 * f.px)) ** 2) * shared
+    line = _junction_line(f)
     beads = np.clip(0.7 + 0.35 * _smooth_noise(rng, f.size, 1.2 * f.px), 0, 1)
     return line * beads
 
@@ -642,6 +660,14 @@ def render_field(labels: Sequence[int], image_size: int, rng: np.random.Generato
     Cells and reference channels come from a child stream of `rng` spawned before the green
     one, so the same rng state gives the same cells whatever the labels (paired comparisons).
     """
+    return _render(labels, image_size, rng)[0]
+
+
+def _render(labels: Sequence[int], image_size: int, rng: np.random.Generator,
+            carriers: Callable[[_Field, list[int]], dict[int, np.ndarray]] | None = None):
+    """(image, field, carried): `render_field`'s work. With `carriers(field, labels)` (a varied
+    field, `render_cells`), each class's green pattern is kept to the cells it marks ((n,) bool a
+    class, returned as `carried`); without it every cell shows every class (`carried` is None)."""
     labels = sorted({int(c) for c in labels})
     unknown = [c for c in labels if c not in _GREEN]
     if unknown:
@@ -651,12 +677,89 @@ def render_field(labels: Sequence[int], image_size: int, rng: np.random.Generato
     if 17 in labels:                                # mitosis changes the reference channels too
         field.make_mitotic(green_rng)
     chan = field.reference_channels(geo_rng)
+    carried = None if carriers is None else carriers(field, labels)
     green = 0.03 * field.cell_mask                  # faint nonspecific staining
     for c in labels:
         gain = field.per_cell(green_rng.lognormal(0, 0.3, field.n)) * green_rng.uniform(0.6, 1.0)
+        if carried is not None:
+            gain = gain * field.per_cell(carried[c])
         green = green + gain * _GREEN[c](field, green_rng)
     chan["green"] = green * np.exp(green_rng.uniform(np.log(0.35), np.log(0.85)))
-    return _expose(np.stack([chan[c] for c in CHANNELS]), noise_rng)
+    return _expose(np.stack([chan[c] for c in CHANNELS]), noise_rng), field, carried
+
+
+# ----------------------------------------------------------------------------- fields whose cells differ
+
+class CellField(NamedTuple):
+    """A varied field and its truth: `image` (S, S, 4) uint8 as `render_field`'s; `cells` (S, S)
+    int32, 0 background and 1..K a cell; `nuclei` (S, S) int32, cell k's nucleus numbered k (a
+    cell whose nucleus lies outside the field has none); `cell_labels[k - 1]` cell k's classes
+    (sorted; empty for a cell that shows none of the field's classes, HPA's "Negative")."""
+
+    image: np.ndarray
+    cells: np.ndarray
+    nuclei: np.ndarray
+    cell_labels: tuple[tuple[int, ...], ...]
+
+    @property
+    def labels(self) -> list[int]:
+        """The field's labels: the union of its cells', as HPA labels an image."""
+        return sorted(set().union(*self.cell_labels))
+
+
+def _in_truth(f: _Field) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels, cells) of the true cell masks: a pixel belongs to the cell that owns it where that
+    cell's soft mask is at least 0.5; the cells with any such pixel are the field's true cells."""
+    inside = f.cell_mask >= 0.5
+    return inside, np.bincount(f.owner[inside], minlength=f.n) > 0
+
+
+_EVERY_CELL = 1 / 3      # chance that a class of a varied field is in all its cells
+_SHARE = (0.25, 0.75)    # otherwise each cell carries it with a probability drawn in this range
+
+
+def _cell_classes(f: _Field, labels: list[int], rng: np.random.Generator) -> dict[int, np.ndarray]:
+    """Which cells (inside the field) carry each class of a varied field, (n,) bool a class.
+
+    A class is in every cell that can show it with probability _EVERY_CELL, else in each such
+    cell with probability p ~ U(_SHARE), at least one. Cell junctions (22) can only be in cells
+    that touch another, the mitotic spindle (17) is in the mitotic cells, and a cytokinetic bridge
+    (16) in the cells of touching pairs here (`render_cells` narrows it to the pairs it joins)."""
+    inside, present = _in_truth(f)
+    cells = np.arange(f.n)
+    can_show = {16: np.isin(cells, [c for pair in _touching_pairs(f) for c in pair[:2]]),
+                17: np.isin(cells, f.mitotic),
+                22: np.bincount(f.owner[inside & (_junction_line(f) > 0.5)], minlength=f.n) > 0}
+    out = {}
+    for c in labels:
+        can = present & can_show.get(c, True)
+        if c in (16, 17) or rng.random() < _EVERY_CELL:
+            out[c] = can
+            continue
+        pick = can & (rng.random(f.n) < rng.uniform(*_SHARE))
+        if can.any() and not pick.any():
+            pick[rng.choice(np.flatnonzero(can))] = True
+        out[c] = pick
+    return out
+
+
+def render_cells(labels: Sequence[int], image_size: int, rng: np.random.Generator) -> CellField:
+    """A field whose cells differ: each cell shows its own share of `labels` (`_cell_classes`),
+    and the field's labels are the union of its cells' (`CellField.labels`: a class no cell can
+    show, a cytokinetic bridge where no cells touch, is dropped). The cells, reference channels and
+    each class's pattern are `render_field`'s for the same rng state; which cells carry a class
+    comes from a fourth child stream. A cell is a pixel of cell k where k owns it and its soft
+    mask is at least 0.5 (the nucleus likewise), cells numbered 1..K in the generator's order."""
+    # _render spawns rng's first three children before it calls this: the carriers' stream is the fourth.
+    image, f, carried = _render(labels, image_size, rng, lambda f, c: _cell_classes(f, c, rng.spawn(1)[0]))
+    if 16 in carried:
+        carried[16] = carried[16] & np.isin(np.arange(f.n), f.bridged)
+    inside, present = _in_truth(f)
+    number = (np.cumsum(present) * present).astype(np.int32)        # generator's cell i -> 1..K, 0 if outside
+    cells = np.where(inside, number[f.owner], 0).astype(np.int32)
+    nuclei = np.where(f.nuc_mask >= 0.5, number[f.owner], 0).astype(np.int32)
+    cell_labels = tuple(tuple(c for c in sorted(carried) if carried[c][i]) for i in np.flatnonzero(present))
+    return CellField(image, cells, nuclei, cell_labels)
 
 
 def _expose(signal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -712,38 +815,71 @@ def _image_id(seed: int, split: str, index: int) -> str:
     return str(uuid.UUID(bytes=rng.bytes(16)))
 
 
-def _write_split(out: pathlib.Path, split: str, count: int, image_size: int, seed: int) -> list[tuple[str, str]]:
-    """Writes one split's PNGs; returns (Id, Target) rows sorted by Id like the Kaggle files."""
+def _write_split(out: pathlib.Path, split: str, count: int, image_size: int, seed: int,
+                 varied_cells: bool = False) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """Writes one split's PNGs (and with `varied_cells` each field's true masks into out/cells/);
+    returns (Id, Target) rows sorted by Id like the Kaggle files, and (Id, cell, Target) rows."""
     folder = out / split
     folder.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, cell_rows = [], []
     for index in range(count):
         # One stream per image: an image never depends on which others were generated.
         rng = np.random.default_rng(np.random.SeedSequence([seed, _SPLIT_CODES[split], index]))
-        labels = sample_labels(rng)
-        img = render_field(labels, image_size, rng)
         image_id = _image_id(seed, split, index)
+        if varied_cells:
+            field = _varied_field(image_size, rng)
+            img, labels = field.image, field.labels
+            _write_truth(out / CELLS_FOLDER, image_id, field)
+            cell_rows += [(image_id, str(k), " ".join(map(str, c))) for k, c in enumerate(field.cell_labels, 1)]
+        else:
+            labels = sample_labels(rng)
+            img = render_field(labels, image_size, rng)
         for c, color in enumerate(CHANNELS):
             Image.fromarray(np.ascontiguousarray(img[..., c])).save(folder / f"{image_id}_{color}.png")
         rows.append((image_id, " ".join(str(c) for c in rng.permutation(labels))))  # unsorted, as Kaggle
-    return sorted(rows)
+    return sorted(rows), cell_rows
 
 
-def _write_csv(path: pathlib.Path, header: str, rows: Sequence[tuple[str, str]]):
-    path.write_text("\n".join([header] + [f"{a},{b}" for a, b in rows]) + "\n")
+def _varied_field(image_size: int, rng: np.random.Generator) -> CellField:
+    """A varied field (`render_cells`) of a drawn label set; drawn again (labels and cells) in the
+    rare case that it can show none of them (a cytokinetic bridge alone, where no cells touch)."""
+    while True:
+        field = render_cells(sample_labels(rng), image_size, rng)
+        if field.labels:
+            return field
 
 
-def generate(out_dir, *, num_train: int, num_test: int, image_size: int = 128, seed: int = 0) -> pathlib.Path:
+def _write_truth(folder: pathlib.Path, image_id: str, field: CellField) -> None:
+    """A varied field's true masks, named as a user's masks are (`hpa_jax.data.masks`)."""
+    folder.mkdir(exist_ok=True)
+    for kind in masks.KINDS:
+        masks.write_labels(folder / masks.mask_name(image_id, kind), getattr(field, kind))
+
+
+def _write_csv(path: pathlib.Path, header: str, rows: Sequence[tuple[str, ...]]):
+    path.write_text("\n".join([header] + [",".join(row) for row in rows]) + "\n")
+
+
+def generate(out_dir, *, num_train: int, num_test: int, image_size: int = 128, seed: int = 0,
+             varied_cells: bool = False) -> pathlib.Path:
     """Writes a Kaggle-layout dataset into out_dir: train.csv, train/{Id}_{color}.png,
     test/{Id}_{color}.png, sample_submission.csv (Predicted '0') and test_labels.csv (the test
-    images' true labels, for scoring a submission). Same arguments -> byte-identical files."""
+    images' true labels, for scoring a submission). Same arguments -> byte-identical files.
+
+    `varied_cells`: fields whose cells differ (`render_cells`; other fields than without it, each
+    Target the union of its cells'), with their truth: cells/{Id}_cells.png and
+    cells/{Id}_nuclei.png (16-bit label images, `hpa_jax.data.masks`) and cells.csv (Id, cell,
+    Target: each cell's classes, empty for a cell showing none), train and test fields alike."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train = _write_split(out, "train", num_train, image_size, seed)
-    test = _write_split(out, "test", num_test, image_size, seed)
+    train, train_cells = _write_split(out, "train", num_train, image_size, seed, varied_cells)
+    test, test_cells = _write_split(out, "test", num_test, image_size, seed, varied_cells)
     _write_csv(out / "train.csv", "Id,Target", train)
     _write_csv(out / "sample_submission.csv", "Id,Predicted", [(i, "0") for i, _ in test])
     _write_csv(out / "test_labels.csv", "Id,Target", test)
+    if varied_cells:
+        by_field = sorted(train_cells + test_cells, key=lambda row: (row[0], int(row[1])))
+        _write_csv(out / CELLS_CSV, "Id,cell,Target", by_field)
     return out
 
 
@@ -755,8 +891,9 @@ def _is_complete(folder: pathlib.Path, params: dict) -> bool:
 
 
 def ensure_synthetic(cache_dir, *, num_train: int, num_test: int, image_size: int = 128,
-                     seed: int = 0) -> pathlib.Path:
-    """The dataset folder cache_dir/synthetic-v2-n{num_train}-t{num_test}-px{image_size}-seed{seed}.
+                     seed: int = 0, varied_cells: bool = False) -> pathlib.Path:
+    """The dataset folder cache_dir/synthetic-v2-n{num_train}-t{num_test}-px{image_size}-seed{seed}
+    (synthetic-v2-cells-... with `varied_cells`).
 
     Reused when its COMPLETE marker (the parameters as JSON) matches; otherwise generated into a
     temporary sibling that gets the marker last and is renamed into place, so an interrupted
@@ -765,8 +902,10 @@ def ensure_synthetic(cache_dir, *, num_train: int, num_test: int, image_size: in
     """
     params = {"version": _VERSION, "num_train": num_train, "num_test": num_test,
               "image_size": image_size, "seed": seed}
+    if varied_cells:          # only then: the folders of plain fields keep their names and markers
+        params["varied_cells"] = True
     cache = pathlib.Path(cache_dir).expanduser()
-    final = cache / f"{_VERSION}-n{num_train}-t{num_test}-px{image_size}-seed{seed}"
+    final = cache / f"{_VERSION}{'-cells' * varied_cells}-n{num_train}-t{num_test}-px{image_size}-seed{seed}"
     if _is_complete(final, params):
         print(f"synthetic dataset: reusing {final}")
         return final
@@ -774,7 +913,8 @@ def ensure_synthetic(cache_dir, *, num_train: int, num_test: int, image_size: in
     start = time.perf_counter()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=cache))
     try:
-        generate(tmp, num_train=num_train, num_test=num_test, image_size=image_size, seed=seed)
+        generate(tmp, num_train=num_train, num_test=num_test, image_size=image_size, seed=seed,
+                 varied_cells=varied_cells)
         (tmp / "COMPLETE").write_text(json.dumps(params))
         if final.exists() and not _is_complete(final, params):
             shutil.rmtree(final)                    # a folder without a valid marker is never trusted
@@ -785,6 +925,6 @@ def ensure_synthetic(cache_dir, *, num_train: int, num_test: int, image_size: in
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"synthetic dataset: generated {num_train} train + {num_test} test images ({image_size} px) "
-          f"in {time.perf_counter() - start:.1f} s at {final}")
+    print(f"synthetic dataset: generated {num_train} train + {num_test} test images ({image_size} px"
+          f"{', varied cells' * varied_cells}) in {time.perf_counter() - start:.1f} s at {final}")
     return final

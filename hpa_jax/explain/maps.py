@@ -32,9 +32,14 @@ def display_size(height: int, width: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A (h, w) float map bilinearly resized to (height, width), its values' scale kept."""
+    return np.asarray(Image.fromarray(np.asarray(cam, np.float32)).resize((width, height), Image.Resampling.BILINEAR))
+
+
 def resize_map(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     """A (h, w) float map bilinearly resized to (height, width), scaled to [0, 1] by its maximum."""
-    cam = np.asarray(Image.fromarray(np.asarray(cam, np.float32)).resize((width, height), Image.Resampling.BILINEAR))
+    cam = upsample(cam, height, width)
     top = float(cam.max())
     return np.clip(cam / top, 0, 1) if top > 0 else np.zeros_like(cam)
 

@@ -111,10 +111,17 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _options(self, index: int) -> dict:
+        return dict(fmt=self.formats[index], yellow=self.yellow, resample=self.resample, depth16=self.depth16)
+
+    def original(self, index: int) -> np.ndarray:
+        """Image `index` at its own size, (H, W, 4) uint8 (its cells are found and cut there)."""
+        return read_sample(self.folder, self.ids[int(index)], size=0, **self._options(int(index)))
+
     def __getitem__(self, index: int) -> FolderImage:
         index = int(index)
         image_id, size = self.ids[index], self.size
-        options = dict(fmt=self.formats[index], yellow=self.yellow, resample=self.resample, depth16=self.depth16)
+        options = self._options(index)
         try:
             image = read_sample(self.folder, image_id, size=0 if self.tile else size, **options)
         except DataError as e:   # ProblemError: names the file and what is wrong with it

@@ -19,10 +19,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from hpa_jax.cells import localise
+from hpa_jax.cells.overlay import write_overlay
+from hpa_jax.cells.segment import segment
 from hpa_jax.classes import CLASS_NAMES
 from hpa_jax.config import upgrade
 from hpa_jax.config.validate import divisible
 from hpa_jax.data import pipeline
+from hpa_jax.data.masks import mask_name, read_masks, write_labels
 from hpa_jax.errors import ConfigError, DataError
 from hpa_jax.evaluation import inference
 from hpa_jax.evaluation.ensemble import read_thresholds
@@ -129,10 +133,8 @@ def predict_images(source: folder.FolderSource, variables, mesh, config, predict
     pending = []    # batches queued on the devices, read back one batch later
 
     def dispatch(entries):
-        tiles = [open_images[i].item.tiles[t] for i, t in entries]
-        batch = np.zeros((batch_size, *tiles[0].shape), np.uint8)
-        batch[:len(tiles)] = tiles
-        device_batch = sharding.put_batch(mesh, batch)
+        device_batch = sharding.put_batch(mesh, padded([open_images[i].item.tiles[t] for i, t in entries],
+                                                       batch_size))
         pending.append((entries, predict_step(variables, device_batch),
                         explain_step(variables, device_batch) if explain_step is not None else {}))
 
@@ -164,6 +166,56 @@ def predict_images(source: folder.FolderSource, variables, mesh, config, predict
             yield from collect()
     finally:
         items.close()
+
+
+def padded(images, batch_size: int) -> np.ndarray:
+    """A batch of `batch_size` holding `images` first, zeros after (their predictions are dropped)."""
+    batch = np.zeros((batch_size, *images[0].shape), np.uint8)
+    batch[:len(images)] = images
+    return batch
+
+
+def predict_arrays(images: np.ndarray, variables, mesh, config, predict_step) -> np.ndarray:
+    """(n, C) probabilities of n uint8 images already at the run's input size (cell crops), in
+    batches of `eval.batch_size` through the run's `predict_step`."""
+    batch_size = config.eval.batch_size
+    out = [np.zeros((0, len(CLASS_NAMES)), np.float32)]
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        probs = predict_step(variables, sharding.put_batch(mesh, padded(chunk, batch_size)))
+        out.append(np.asarray(jax.device_get(probs), np.float32)[:len(chunk)])
+    return np.concatenate(out)
+
+
+def cell_labels(source: folder.FolderSource, index: int, image_id: str, masks) -> tuple[np.ndarray, np.ndarray]:
+    """(the image at its own size, its cells' label image): the user's `{Id}_cells` mask from
+    `masks` when given, else `cells.segment`'s; numbers above 65,535 (the 16-bit PNG's) renumbered."""
+    from skimage.segmentation import relabel_sequential  # noqa: PLC0415 - only for such masks
+
+    image = source.original(index)
+    labels = read_masks(masks, image_id, image.shape[:2]).cells if masks else segment(image).cells
+    if labels.max(initial=0) > np.iinfo(np.uint16).max:
+        labels = relabel_sequential(labels)[0]
+    return image, labels.astype(np.int32)
+
+
+def top_predicted(probs: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """(n,) each row's most probable predicted class, -1 where none is predicted."""
+    best = np.where(predicted, probs, -np.inf).argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
+    return np.where(predicted.any(axis=1), best, -1) if len(probs) else best
+
+
+def cells_frame(image_id: str, cells: np.ndarray, boxes: np.ndarray, areas: np.ndarray, probs: np.ndarray,
+                predicted: np.ndarray) -> pd.DataFrame:
+    """One field's rows of `cells.csv`: Id, cell, x0, y0, x1, y1 (x1, y1 one past the box), area,
+    one probability column per class, Predicted_names ("; "-separated)."""
+    frame = pd.DataFrame({"Id": [image_id] * len(cells), "cell": np.asarray(cells, np.int64)})
+    frame[["x0", "y0", "x1", "y1"]] = np.asarray(boxes, np.int64).reshape(-1, 4)
+    frame["area"] = np.asarray(areas, np.int64)
+    frame = pd.concat([frame, pd.DataFrame(np.asarray(probs, np.float32).reshape(-1, len(CLASS_NAMES)),
+                                           columns=list(CLASS_NAMES))], axis=1)
+    frame["Predicted_names"] = ["; ".join(CLASS_NAMES[c] for c in np.flatnonzero(row)) for row in predicted]
+    return frame
 
 
 def shown_classes(probs: np.ndarray, predicted: np.ndarray) -> list[int]:
@@ -213,12 +265,17 @@ def write_embeddings(out: pathlib.Path, predictions: pd.DataFrame, features, emb
 def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, tta: bool = False,
                    cams: bool = False, cam_shifts: int = 4, embeddings: bool = False, embedding_map: str = "pca",
                    skip_bad: bool = False, checkpoint: str | None = None, batch_size: int = 0,
-                   progress: bool = True) -> dict:
+                   cells: bool = False, cell_route: str = "blend", masks=None, progress: bool = True) -> dict:
     """Predicts every image set in `images` with the run in `workdir`; writes into `out` (see the
-    module doc) and returns {"ids", "probs", "preds", "features", "skipped", "step", "size"}."""
+    module doc) and returns {"ids", "probs", "preds", "features", "skipped", "step", "size"}, and
+    with `cells` "cells" (`cells.csv`'s frame) and "cell_scores" ({route: (rows, C)} of the routes run)."""
     workdir, images, out = pathlib.Path(workdir), pathlib.Path(images), pathlib.Path(out)
     if fit not in ("resize", "tile"):
         raise ConfigError(f"unknown --fit {fit!r}: expected resize or tile")
+    if cell_route not in localise.ROUTES:
+        raise ConfigError(f"unknown --cell_route {cell_route!r}: expected {', '.join(localise.ROUTES)}")
+    if masks is not None and not pathlib.Path(masks).is_dir():
+        raise DataError(f"{masks}: not a folder (--masks names a folder of {{Id}}_cells.png/.tif masks)")
     if embedding_map not in embeddings_lib.MAPS:
         raise ConfigError(f"unknown --embedding_map {embedding_map!r}: expected {' or '.join(embeddings_lib.MAPS)}")
     config = run_config(workdir)
@@ -235,16 +292,26 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
     model, mesh, variables, step = inference.restore_variables(config, workdir, checkpoint or config.eval.checkpoint)
     divisible("eval.batch_size (--batch_size)", config.eval.batch_size, mesh.size)
     predict_step = inference.make_predict_step(model, config, mesh)
+    cell_cams = cells and cell_route != "crop"
     if cams:
         gradcam.check_has_map(model, config.model.name)
-    explain_step = (gradcam.make_explain_step(model, config, mesh, cams=cams, features=embeddings,
-                                              cam_shifts=cam_shifts) if cams or embeddings else None)
+    elif cell_cams:
+        try:
+            gradcam.check_has_map(model, config.model.name)
+        except ConfigError as e:
+            raise ConfigError(f"--cell_route={cell_route} needs class activation maps: {e}; "
+                              f"--cell_route=crop does not") from None
+    explain_step = (gradcam.make_explain_step(model, config, mesh, cams=cams or cell_cams, features=embeddings,
+                                              cam_shifts=cam_shifts) if cams or embeddings or cell_cams else None)
 
     out.mkdir(parents=True, exist_ok=True)
-    staging = out / ".cams-partial"
-    if cams:
-        shutil.rmtree(staging, ignore_errors=True)
-    results, skipped = [], dict(bad)
+    staging, cell_staging = out / ".cams-partial", out / ".cells-partial"
+    for folder_, wanted in ((staging, cams), (cell_staging, cells)):
+        if wanted:
+            shutil.rmtree(folder_, ignore_errors=True)
+    if cells:
+        cell_staging.mkdir()
+    results, skipped, cell_frames, cell_scores = [], dict(bad), [], {}
     bar = tqdm(total=len(source), desc="predict", unit="image", dynamic_ncols=True, disable=not progress)
     try:
         for result in predict_images(source, variables, mesh, config, predict_step, explain_step):
@@ -256,6 +323,26 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
             if cams:
                 maps = {c: result["cam"][c] for c in shown_classes(result["probs"], predicted)}
                 cams_lib.write_cams(staging, result["id"], result["image"], maps, result["probs"], predicted)
+            if cells:
+                image, labels = cell_labels(source, result["index"], result["id"], masks)
+                numbers = localise.cell_numbers(labels)
+                routes = {}
+                if cell_route != "crop":
+                    routes["cam"] = localise.cam_scores(result["cam"], labels, numbers, result["probs"])
+                if cell_route != "cam":
+                    crops = localise.cell_crops(image, labels, numbers, side, resample=config.data.resample)
+                    routes["crop"] = predict_arrays(crops, variables, mesh, config, predict_step)
+                cell_probs = (localise.blend(routes["cam"], routes["crop"]) if cell_route == "blend"
+                              else routes[cell_route])
+                cell_preds = (apply_thresholds(cell_probs, thresholds, config.eval.force_one) if len(numbers)
+                              else np.zeros(cell_probs.shape, bool))
+                write_labels(cell_staging / mask_name(result["id"], "cells"), labels)
+                write_overlay(cell_staging / f"{result['id']}_overlay.png", result["id"], image, labels, numbers,
+                              top_predicted(cell_probs, cell_preds))
+                cell_frames.append(cells_frame(result["id"], numbers, localise.boxes(labels, numbers),
+                                               localise.areas(labels, numbers), cell_probs, cell_preds))
+                for route, scores in routes.items():
+                    cell_scores.setdefault(route, []).append(scores)
             results.append((result["id"], result["probs"], predicted, result["features"]))
         bar.close()
         if skipped and not skip_bad:
@@ -265,6 +352,7 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
     except BaseException:
         bar.close()
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(cell_staging, ignore_errors=True)
         raise
 
     ids = [r[0] for r in results]
@@ -289,9 +377,19 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
     if cams:
         shutil.rmtree(out / "cams", ignore_errors=True)
         staging.replace(out / "cams")
+    cell_frame = None
+    if cells:
+        cell_frame = pd.concat(cell_frames, ignore_index=True)
+        outputs.write_text(out / "cells.csv", cell_frame.to_csv(index=False, float_format="%.6f"))
+        shutil.rmtree(out / "cells", ignore_errors=True)
+        cell_staging.replace(out / "cells")
+        cell_scores = {route: np.concatenate(parts) for route, parts in cell_scores.items()}
     tiling = "tiles of" if fit == "tile" else "resized to"
     print(f"predict (step {step}): {len(ids)} images, {tiling} {side} px ({why}), TTA x{len(config.eval.tta)}, "
           f"thresholds {threshold_source} -> {out / 'predictions.csv'}"
-          + (f"; skipped {len(skipped)} -> {skipped_path}" if skipped else ""))
-    return {"ids": ids, "probs": probs, "preds": preds, "features": features, "skipped": skipped, "step": step,
-            "size": side}
+          + (f"; skipped {len(skipped)} -> {skipped_path}" if skipped else "")
+          + (f"; {len(cell_frame)} cells ({cell_route}, {'--masks' if masks else 'segmented'}) -> "
+             f"{out / 'cells.csv'}" if cells else ""))
+    result = {"ids": ids, "probs": probs, "preds": preds, "features": features, "skipped": skipped, "step": step,
+              "size": side}
+    return {**result, "cells": cell_frame, "cell_scores": cell_scores} if cells else result
