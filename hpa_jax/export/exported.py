@@ -13,6 +13,7 @@ import numpy as np
 from hpa_jax.classes import CLASS_NAMES, NUM_CLASSES
 from hpa_jax.data import pipeline
 from hpa_jax.data.datasets import load_dataset
+from hpa_jax.data.kaggle import resize_image
 from hpa_jax.errors import UserError
 from hpa_jax.evaluation import inference
 from hpa_jax.folder.predict import input_size, run_config, run_thresholds
@@ -116,16 +117,9 @@ def check_images(run: ExportedRun, count: int = 8) -> tuple[list[str], np.ndarra
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (count, run.size, run.size, run.config.in_channels), dtype=np.uint8)
         ids = [f"random{i}" for i in range(count)]
-    if images.shape[1:3] != (run.size, run.size):
-        images = np.stack([pipeline_resize(image, run) for image in images])
+    if images.shape[1:3] != (run.size, run.size):     # a PNG folder read at its own size, not the Kaggle 512
+        images = np.stack([resize_image(image, run.size, run.config.data.resample) for image in images])
     return ids, images.transpose(0, 3, 1, 2).astype(np.float32)
-
-
-def pipeline_resize(image: np.ndarray, run: ExportedRun) -> np.ndarray:
-    """An image resized to the run's input size by its rule (a source read at another size)."""
-    from hpa_jax.data.kaggle import resize_image  # noqa: PLC0415
-
-    return resize_image(image, run.size, run.config.data.resample)
 
 
 def relative_difference(ours: np.ndarray, reference: np.ndarray) -> float:

@@ -13,6 +13,7 @@ import pathlib
 import numpy as np
 
 from hpa_jax.errors import UserError
+from hpa_jax.explain.embeddings import optional_module
 from hpa_jax.export.exported import INPUT, OUTPUTS, ExportedRun, relative_difference
 
 FILE = "model.onnx"
@@ -21,13 +22,11 @@ OPSET = 21   # onnxruntime 1.20 and later read it (jax2onnx writes reductions in
 
 def require(module: str):
     """An export package, or one line saying how to install the `export` extra."""
-    import importlib  # noqa: PLC0415
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
+    found = optional_module(module)
+    if found is None:
         raise UserError(f"this format needs {module.split('.')[0]}: pip install -r requirements-export.txt "
-                        f"(or pip install 'hpa_jax[export]')") from None
+                        f"(or pip install 'hpa_jax[export]')")
+    return found
 
 
 def export_onnx(run: ExportedRun, out: pathlib.Path) -> pathlib.Path:
