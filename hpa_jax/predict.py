@@ -46,6 +46,9 @@ def define_flags() -> None:
                       "--cells' scores: cam: each class's activation density in the cell relative to the densest "
                       "cell, times the image's probability; crop: the cell's padded square crop through the model; "
                       "blend: their mean.")
+    flags.DEFINE_enum("cell_crop", "fill", ["fill", "field_scale"],
+                      "--cell_route=crop|blend: a cell's square crop resized to fill the input (fill), or kept at "
+                      "the size the model sees the whole field at, centred on black (field_scale).")
     flags.DEFINE_string("masks", None, "--cells: folder of the user's {Id}_cells.{png,tif,tiff} label images "
                         "(default: cells found by the embedded segmentation).")
     flags.DEFINE_bool("skip_bad", False, "Predict the readable images and list the others in OUT/skipped.csv.")
@@ -71,8 +74,9 @@ def main(argv):
         predict_folder(f.workdir, f.images, f.out, fit=f.fit, size=f.size, tta=f.tta, cams=f.cams,
                        cam_shifts=f.cam_shifts, embeddings=f.embeddings or f["embedding_map"].present,
                        embedding_map=f.embedding_map, skip_bad=f.skip_bad, checkpoint=f.checkpoint,
-                       batch_size=f.batch_size, cells=f.cells or f["cell_route"].present or f.masks is not None,
-                       cell_route=f.cell_route, masks=f.masks)
+                       batch_size=f.batch_size, cells=f.cells or f.masks is not None or any(
+                           f[name].present for name in ("cell_route", "cell_crop")),
+                       cell_route=f.cell_route, masks=f.masks, cell_crop=f.cell_crop)
 
 
 def cli() -> None:

@@ -311,6 +311,8 @@ SCRIPTS = {
     "loop": (["benchmark_loop.py"], "the training loop's images/s against its bare jitted step's"),
     "collectives": (["benchmark_collectives.py"],
                     "paper configs on 8 and 16 simulated devices: plan, a step, collectives per step and their cost"),
+    "cells": (["benchmark_cells.py"], "per-cell mAP of each route against the image-level floors, the "
+                                      "segmentation's scores, real fields drawn (docs/cells.md)"),
     "gpu": (["benchmark_gpu.py"], "the paper's configs on a GPU: bfloat16 step rate and peak fraction, grouped conv, "
                                   "max-pool gradient, reductions, loop overhead, input"),
 }
@@ -319,7 +321,8 @@ SCRIPTS = {
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--doc", type=pathlib.Path, default=None,
-                        help="Markdown file to update (default: docs/performance.md; realsize: docs/scaling.md)")
+                        help="Markdown file to update (default: docs/performance.md; realsize: docs/scaling.md; "
+                             "cells: docs/cells.md)")
     areas = parser.add_subparsers(dest="area", required=True)
     for name, (add_arguments, _, help_text) in BENCHMARKS.items():
         add_arguments(areas.add_parser(name, help=help_text))

@@ -230,8 +230,41 @@ def plane_decoders(args) -> list[tuple[str, float]]:
              "JPEG file reduced: PIL `draft` (1/2)": (pil_draft, jpegs),
              "JPEG file reduced: OpenCV `IMREAD_REDUCED_COLOR_2`":
                  (lambda p: cv2.imread(str(p), cv2.IMREAD_REDUCED_COLOR_2), jpegs),
-             "JPEG file reduced: simplejpeg, M/8 >= 768 px (chosen)": (lambda p: turbo(p, SIZE), jpegs)}
+             "JPEG file reduced: simplejpeg, M/8 >= 768 px (chosen)": (lambda p: turbo(p, SIZE), jpegs),
+             "JPEG file reduced: simplejpeg, M/8 >= 768 px, luma only (rejected: `luma_error`)":
+                 (lambda p: luma(p, SIZE), jpegs)}
     return list(_rates(paths, args.passes).items())
+
+
+# An HPAv18 channel file is an RGB JPEG whose colour holds the channel; its luma alone
+# (Y = 0.299 R + 0.587 G + 0.114 B) skips the chroma planes' inverse DCT and upsampling.
+LUMA_WEIGHT = {"red": 0.299, "green": 0.587, "blue": 0.114, "yellow": 0.299 + 0.587}
+
+
+def luma(path, size: int = 0) -> np.ndarray:
+    """One HPAv18 channel file's luma plane, decoded at libjpeg's reduced scale (>= `size`)."""
+    import simplejpeg  # noqa: PLC0415
+
+    with open(path, "rb") as f:
+        return simplejpeg.decode_jpeg(f.read(), colorspace="GRAY", min_width=size, min_height=size)[..., 0]
+
+
+def luma_error(args) -> dict[str, tuple[float, float, float]]:
+    """{channel: (mean |difference|, its 99th percentile, the channel's mean)} in grey levels between
+    the plane read from the luma alone (Y / the channel's weight in Y) and the colour-decoded plane
+    (`_jpeg_plane`'s: the channel's RGB plane, yellow the mean of R and G), over the HPAv18 files."""
+    import simplejpeg  # noqa: PLC0415
+
+    found: dict[str, list] = {}
+    for path in sorted((args.data_dir / "hpav18_sample" / "raw_jpg").glob("*.jpg")):
+        color = path.stem.rsplit("_", 1)[1]
+        with open(path, "rb") as f:
+            rgb = simplejpeg.decode_jpeg(f.read(), colorspace="RGB", min_width=SIZE, min_height=SIZE)
+        exact = sources._jpeg_plane(rgb, color, "mean_rg").astype(np.float64)
+        from_luma = np.clip(np.round(luma(path, SIZE) / LUMA_WEIGHT[color]), 0, 255)
+        difference = np.abs(from_luma - exact)
+        found.setdefault(color, []).append((difference.mean(), np.percentile(difference, 99), exact.mean()))
+    return {color: tuple(np.mean(values, axis=0)) for color, values in found.items()}
 
 
 def mib(name: str) -> float:
@@ -251,7 +284,12 @@ def run(args) -> str:
     diffs = pixel_differences(args)
     diff_rows = "\n".join(f"| `{rule}` | {png_mean:.2f} | {png_max} | {jpg_mean:.2f} | {jpg_max} |"
                           for rule, (png_mean, png_max, jpg_mean, jpg_max) in diffs.items())
-    decoders = "\n".join(f"| {name} | {rate:,.0f} |" for name, rate in plane_decoders(args))
+    decoder_rates = plane_decoders(args)
+    decoders = "\n".join(f"| {name} | {rate:,.0f} |" for name, rate in decoder_rates)
+    jpeg_decode = next(rate for name, rate in decoder_rates if name.endswith("M/8 >= 768 px (chosen)"))
+    jpeg_luma = next(rate for name, rate in decoder_rates if "luma only" in name)
+    luma_rows = "\n".join(f"| {color} | {mean:.2f} | {p99:.1f} | {level:.1f} |"
+                          for color, (mean, p99, level) in sorted(luma_error(args).items()))
     default = sources.DEFAULT_RESAMPLE
     png_default = next(rate for name, rate in rows if name.startswith(f"Kaggle PNG 512 px, `read_sample` `{default}`"))
     jpeg_fast = next(rate for name, rate in rows if name.startswith("HPAv18 JPEG") and "`linear`" in name)
@@ -281,8 +319,8 @@ def run(args) -> str:
 
 Images per second of wall time delivered by `pipeline.train_batches` (batches of {args.batch} crops of
 {CROP} px cut from {SIZE} px images, with their D4 codes: the transform itself runs in the jitted step)
-and `pipeline.eval_batches` (whole {SIZE} px images, a fresh iterator each pass over the set, as each
-validation), timed {args.seconds:g} s after the first batch (decoding: {4 * args.seconds:g} s), on the 101
+and `pipeline.eval_batches` (whole {SIZE} px images, one pass over the set; a run's validations
+read their passes from one iterator, `num_passes`), timed {args.seconds:g} s after the first batch (decoding: {4 * args.seconds:g} s), on the 101
 Kaggle sample images packed at {SIZE} px by `hpa_jax.data.pack` (in the page cache) and decoded from
 their PNGs with the default rule ({args.n} images); MiB/s is the pixels delivered. The copy limit
 copies only each crop out of the memory map into a reused buffer, in a plain loop per thread.
@@ -325,7 +363,14 @@ resizing the four channels in one call instead of four. HPAv18 JPEGs decoded at 
 reduced DCT scale (3/8 of 2048 px is exactly 768; 1728 px decodes at 4/8, 864 px, then shrinks
 by area) run at {jpeg_fast / jpeg_before:.1f}x the full decode with PIL's Lanczos filter, {jpeg_fast / winner:.2f}x the
 winner's PNG rate (issue 23 asks for 40 images/s per core, set when the winner's reader ran 131 here:
-0.31x). Decoding dominates every fast path (a 4-channel resize took ~2 ms of a PNG image's ~12 ms
+0.31x). That 40 is beyond libjpeg-turbo on this CPU: decoding the four files alone, at the reduced
+scale and nothing else, runs at {jpeg_decode / 4:.1f} images/s per core (the decoders' table). Only the luma
+plane would be faster ({jpeg_luma / 4:.1f} images/s, no chroma planes to transform and upsample), but it
+is not the channel: against the colour decode (the table below) the red, green and blue
+channels miss by a tenth to a sixth of their mean level on average, and by 10-20 levels at the
+99th percentile (the other colours' bleed and the luma's rounding, scaled up by 1 / the weight),
+so it is not offered. An HPAv18 set is decoded once by `hpa_jax.data.pack`; training reads the
+packed store. Decoding dominates every fast path (a 4-channel resize took ~2 ms of a PNG image's ~12 ms
 when the libraries were chosen); rates on this shared 2-core machine vary by ~20% from run to run.
 
 ### Pixels of each rule against `lanczos` (the rule before OpenCV's)
@@ -347,6 +392,13 @@ than `data.resample`; `check` decodes without resizing, `stats` and `pack` take 
 | decoder | files/s |
 |---|---|
 {decoders}
+
+The luma-only reading of each HPAv18 channel file (its Y plane over the channel's weight in Y)
+against the colour decode, grey levels at 768 px over the 8 sample sets:
+
+| channel | mean abs. difference | 99th percentile | channel's mean level |
+|---|---|---|---|
+{luma_rows}
 
 Chosen: OpenCV (`opencv-python-headless`) for PNGs and for resizing: the fastest PNG decoder
 measured (pyspng, measured while choosing, ran at the same rate but skips the checksums of the

@@ -99,6 +99,33 @@ def test_crops_are_centred_squares_with_black_borders_and_no_neighbours():
     assert resized.shape == (4, 32, 32, 4) and resized.dtype == np.uint8
 
 
+def test_field_scale_crops_keep_the_cell_at_the_model_s_scale_on_black():
+    """At scale 1 a cell's square lands unresized in the middle of a black canvas; at scale 2 it is
+    the square resized to twice its side by the reader's rule; too big for the canvas, it fills it."""
+    from hpa_jax.data.kaggle import resize_uint8
+
+    labels = _labels()
+    image = np.random.default_rng(1).integers(1, 256, (*labels.shape, 4), dtype=np.uint8)
+    cells = localise.cell_numbers(labels)
+    for k, (_, _, side) in zip(cells, localise.square_boxes(localise.boxes(labels, cells))):
+        own = localise.cell_crops(image, labels, np.array([k]), int(side))[0]          # the square at its own size
+        canvas = localise.cell_crops(image, labels, np.array([k]), 40, scale=1.0)[0]
+        start = (40 - side) // 2
+        np.testing.assert_array_equal(canvas[start:start + side, start:start + side], own)
+        outside = np.ones((40, 40), bool)
+        outside[start:start + side, start:start + side] = False
+        assert not canvas[outside].any()
+        doubled = localise.cell_crops(image, labels, np.array([k]), 40, scale=2.0)[0]
+        start = (40 - 2 * side) // 2
+        expected = np.stack([resize_uint8(own[..., c], 2 * int(side), "linear") for c in range(4)], -1)
+        np.testing.assert_array_equal(doubled[start:start + 2 * side, start:start + 2 * side], expected)
+        np.testing.assert_array_equal(localise.cell_crops(image, labels, np.array([k]), 8, scale=5.0),
+                                      localise.cell_crops(image, labels, np.array([k]), 8))
+    assert localise.field_scale((2048, 2048), 512, tile=False) == 0.25
+    assert localise.field_scale((2048, 2048), 512, tile=True) == 1.0
+    assert localise.field_scale((300, 400), 512, tile=True) == pytest.approx(512 / 300)
+
+
 def test_blend_is_the_weighted_mean():
     cam, crop = np.array([[0.2, 1.0]]), np.array([[0.6, 0.0]])
     np.testing.assert_allclose(localise.blend(cam, crop), [[0.4, 0.5]])

@@ -2,6 +2,7 @@
 the 8 dihedral transforms (applied in the jitted step), several epochs come from one iterator
 exactly as epoch by epoch, and the readers are sized to the host without grain's warning."""
 
+import itertools
 import logging
 
 import jax
@@ -104,6 +105,27 @@ def test_one_iterator_of_several_epochs_is_the_epochs_one_by_one(packed_source, 
         for key in ("image", "labels", "index", "d4"):
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert not np.array_equal(together[2]["index"], together[5]["index"])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_passes_of_one_validation_iterator_are_each_a_whole_pass(packed_source, num_workers):
+    """A run's validations read one iterator of several passes (its reader processes live for the
+    run): each pass is the one-pass iterator's batches, the last batch padded and masked alike."""
+    kwargs = dict(batch_size=10, num_threads=2, prefetch=2)
+    once = list(pipeline.eval_batches(packed_source, **kwargs))
+    batches = pipeline.eval_batches(packed_source, num_workers=num_workers, num_passes=3, **kwargs)
+    try:
+        passes = [list(itertools.islice(batches, pipeline.eval_batch_count(len(packed_source), 10)))
+                  for _ in range(3)]
+        assert next(batches, None) is None
+    finally:
+        batches.close()
+    assert len(once) == 3 and once[-1]["mask"].sum() == 4
+    for again in passes:
+        assert len(again) == len(once)
+        for a, b in zip(again, once):
+            for key in ("image", "labels", "index", "mask"):
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def test_readers_are_sized_to_the_host(monkeypatch, packed_source, tmp_path):

@@ -26,6 +26,7 @@ from hpa_jax.data.kaggle import DEFAULT_RESAMPLE, resize_uint8
 from hpa_jax.explain.maps import upsample
 
 ROUTES = ("cam", "crop", "blend")
+CROPS = ("fill", "field_scale")   # how a cell's square reaches the model's input size (`cell_crops`)
 MARGIN = 0.125   # context each side of a cell's crop, x its bounding box's long side (the cell fills 80 %)
 
 
@@ -76,10 +77,13 @@ def square_boxes(cell_boxes: np.ndarray, margin: float = MARGIN) -> np.ndarray:
 
 
 def cell_crops(image: np.ndarray, labels: np.ndarray, cells: np.ndarray, size: int, *, margin: float = MARGIN,
-               resample: str = DEFAULT_RESAMPLE) -> np.ndarray:
+               resample: str = DEFAULT_RESAMPLE, scale: float | None = None) -> np.ndarray:
     """(n, size, size, C) uint8 crops of `cells` from `image` (H, W, C): the square of
-    `square_boxes`, black past the field's edges and where other cells are, resized to `size`
-    by the reader's rule `resample`."""
+    `square_boxes`, black past the field's edges and where other cells are, resized by the
+    reader's rule `resample` to fill `size` x `size` (`scale` None, CROPS "fill"), or by `scale`
+    (the field's own factor to the model's input; CROPS "field_scale") and centred on a black
+    `size` x `size` canvas: the cell as large as the model saw cells in training, alone in a
+    dark field (a square larger than the canvas at that scale is shrunk to fit it)."""
     image = np.asarray(image)
     height, width = labels.shape
     out = np.zeros((len(cells), size, size, image.shape[-1]), np.uint8)
@@ -90,9 +94,23 @@ def cell_crops(image: np.ndarray, labels: np.ndarray, cells: np.ndarray, size: i
         owner = labels[top:bottom, left:right]
         inside[(owner != 0) & (owner != k)] = 0
         crop[top - y0:bottom - y0, left - x0:right - x0] = inside
-        out[i] = crop if side == size else np.stack([resize_uint8(crop[..., c], size, resample)
-                                                     for c in range(crop.shape[-1])], axis=-1)
+        shown = size if scale is None else int(min(max(round(side * scale), 1), size))
+        if shown != side:
+            crop = np.stack([resize_uint8(crop[..., c], shown, resample) for c in range(crop.shape[-1])], axis=-1)
+        start = (size - shown) // 2
+        out[i, start:start + shown, start:start + shown] = crop
     return out
+
+
+def field_scale(field_shape: tuple[int, int], size: int, tile: bool) -> float:
+    """The factor by which the model gets a field of `field_shape` (H, W): resized to `size` x
+    `size` (`tile` False; the mean of the two sides' factors when the field is not square), or
+    cut into tiles at its own resolution (`tile`: 1, or the factor that brings its short side up
+    to `size`)."""
+    height, width = field_shape
+    if tile:
+        return max(1.0, size / min(height, width))
+    return float(np.sqrt(size / height * size / width))
 
 
 def blend(cam: np.ndarray, crop: np.ndarray, weight: float = 0.5) -> np.ndarray:

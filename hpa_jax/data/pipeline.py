@@ -386,31 +386,41 @@ def _leave_signals_to_the_trainer(worker_index: int, worker_count: int) -> None:
 # ---- evaluation batches -----------------------------------------------------------------------
 
 class _EvalBatch:
-    """Batch index b -> this process's rows of global batch b, every image whole, in order."""
+    """Element k -> this process's rows of global batch k % num_batches (pass k // num_batches),
+    every image whole, in order."""
 
-    def __init__(self, source, batch_size: int, process_index: int, process_count: int):
-        self.source, self.batch_size = source, int(batch_size)
+    def __init__(self, source, batch_size: int, process_index: int, process_count: int, num_batches: int):
+        self.source, self.batch_size, self.num_batches = source, int(batch_size), max(int(num_batches), 1)
         self.local = self.batch_size // process_count
         self.offset = process_index * self.local
         self.buffers = BatchBuffers()
 
-    def __call__(self, b) -> dict:
+    def __call__(self, k) -> dict:
         n = len(self.source)
-        positions = int(b) * self.batch_size + self.offset + np.arange(self.local)
+        positions = int(k) % self.num_batches * self.batch_size + self.offset + np.arange(self.local)
         rows = np.minimum(positions, n - 1)    # padding repeats the last image: its predictions are dropped
         return {"image": self.buffers.fill([self.source.image(row) for row in rows]), "labels": self.source.labels[rows],
                 "index": rows.astype(np.int32), "mask": positions < n}
 
 
 def eval_batches(source: ImageSource | PackedSource, *, batch_size: int, num_threads: int = 8, prefetch: int = 4,
-                 process_index: int = 0, process_count: int = 1, num_workers: int = 0) -> grain.DatasetIterator:
+                 process_index: int = 0, process_count: int = 1, num_workers: int = 0,
+                 num_passes: int = 1) -> grain.DatasetIterator:
     """Every image once, in order, in global batches of `batch_size` (the last padded), this
     process's rows [p * B/P, (p + 1) * B/P) of each; `mask` marks its real rows. Padding rows
     repeat the last image (any image will do: their predictions are dropped). Read as training
-    reads: a batch a thread, `num_workers` reader processes."""
-    num_batches = -(-len(source) // batch_size)
-    make = _EvalBatch(source, batch_size, process_index, process_count)
-    return read_ordered(grain.MapDataset.range(num_batches).map(make), num_threads, prefetch, num_workers)
+    reads: a batch a thread, `num_workers` reader processes. `num_passes` passes over the set
+    follow each other in one iterator (`eval_batch_count` batches each): a run's validations
+    share its reader processes instead of starting new ones each epoch."""
+    num_batches = eval_batch_count(len(source), batch_size)
+    make = _EvalBatch(source, batch_size, process_index, process_count, num_batches)
+    total = num_batches * max(int(num_passes), 0)
+    return read_ordered(grain.MapDataset.range(total).map(make), num_threads, prefetch, num_workers)
+
+
+def eval_batch_count(num_examples: int, batch_size: int) -> int:
+    """Batches in one pass of `eval_batches` over `num_examples` images (the last padded)."""
+    return -(-int(num_examples) // int(batch_size))
 
 
 # ---- readers sized to the host ----------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The jitted predict step (test-time augmentation, probabilities gathered from every device),
 running it over a source of images, and restoring a checkpoint's variables for it."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,17 +38,28 @@ def make_predict_step(model, config, mesh):
                                                       out_specs=P(), check_vma=False)), "predict step")
 
 
-def predict_probs(step, variables, mesh, config, source: pipeline.ImageSource, *, desc: str) -> np.ndarray:
+def open_eval_batches(config, source: pipeline.ImageSource, num_passes: int = 1):
+    """`pipeline.eval_batches` of `source` as the run's config reads it (training's readers,
+    `pipeline.readers`; `eval.batch_size`), this process's share, `num_passes` passes in a row."""
+    num_threads, num_workers, prefetch = pipeline.readers(config.data, source)
+    return pipeline.eval_batches(source, batch_size=config.eval.batch_size, num_threads=num_threads,
+                                 prefetch=prefetch, num_workers=num_workers, process_index=jax.process_index(),
+                                 process_count=jax.process_count(), num_passes=num_passes)
+
+
+def predict_probs(step, variables, mesh, config, source: pipeline.ImageSource, *, desc: str,
+                  batches=None) -> np.ndarray:
     """Probabilities (N, C) for every image of `source`, in order, on every process (each reads
     its share of every batch); `step` is `make_predict_step(...)`, built once per run so that it
-    compiles once. The readers are training's (`pipeline.readers`), and the device runs a batch
-    ahead of the host: batch b's probabilities are read back once batch b + 1 is queued."""
+    compiles once. The device runs a batch ahead of the host: batch b's probabilities are read
+    back once batch b + 1 is queued. `batches`: an open `open_eval_batches` iterator at the start
+    of a pass, of which one pass is read (and which stays open for the next); else one is opened
+    for this call and closed after it."""
     batch_size = config.eval.batch_size
-    num_threads, num_workers, prefetch = pipeline.readers(config.data, source)
-    batches = pipeline.eval_batches(source, batch_size=batch_size, num_threads=num_threads, prefetch=prefetch,
-                                    num_workers=num_workers, process_index=jax.process_index(),
-                                    process_count=jax.process_count())
-    total = -(-len(source) // batch_size)
+    total = pipeline.eval_batch_count(len(source), batch_size)
+    owned = batches is None
+    if owned:
+        batches = open_eval_batches(config, source)
     out, queued = [], []
 
     def read_back():
@@ -54,15 +67,18 @@ def predict_probs(step, variables, mesh, config, source: pipeline.ImageSource, *
         out.append(sharding.replicated_to_host(probs)[b * batch_size + np.arange(batch_size) < len(source)])
 
     try:
-        for b, batch in enumerate(tqdm(batches, total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False,
-                                       disable=not distributed.is_primary())):
+        for b, batch in enumerate(tqdm(itertools.islice(batches, total), total=total, desc=desc, unit="batch",
+                                       dynamic_ncols=True, leave=False, disable=not distributed.is_primary())):
             queued.append((b, step(variables, sharding.put_batch(mesh, batch["image"]))))
             if len(queued) > 1:
                 read_back()
         while queued:
             read_back()
     finally:
-        batches.close()
+        if owned:
+            batches.close()
+    if len(out) != total:
+        raise RuntimeError(f"{desc}: the reader ended after {len(out)} of {total} batches")
     return np.concatenate(out) if out else np.zeros((0, config.num_classes), np.float32)
 
 

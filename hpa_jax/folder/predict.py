@@ -265,7 +265,8 @@ def write_embeddings(out: pathlib.Path, predictions: pd.DataFrame, features, emb
 def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, tta: bool = False,
                    cams: bool = False, cam_shifts: int = 4, embeddings: bool = False, embedding_map: str = "pca",
                    skip_bad: bool = False, checkpoint: str | None = None, batch_size: int = 0,
-                   cells: bool = False, cell_route: str = "blend", masks=None, progress: bool = True) -> dict:
+                   cells: bool = False, cell_route: str = "blend", masks=None, cell_crop: str = "fill",
+                   progress: bool = True) -> dict:
     """Predicts every image set in `images` with the run in `workdir`; writes into `out` (see the
     module doc) and returns {"ids", "probs", "preds", "features", "skipped", "step", "size"}, and
     with `cells` "cells" (`cells.csv`'s frame) and "cell_scores" ({route: (rows, C)} of the routes run)."""
@@ -274,6 +275,8 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
         raise ConfigError(f"unknown --fit {fit!r}: expected resize or tile")
     if cell_route not in localise.ROUTES:
         raise ConfigError(f"unknown --cell_route {cell_route!r}: expected {', '.join(localise.ROUTES)}")
+    if cell_crop not in localise.CROPS:
+        raise ConfigError(f"unknown --cell_crop {cell_crop!r}: expected {' or '.join(localise.CROPS)}")
     if masks is not None and not pathlib.Path(masks).is_dir():
         raise DataError(f"{masks}: not a folder (--masks names a folder of {{Id}}_cells.png/.tif masks)")
     if embedding_map not in embeddings_lib.MAPS:
@@ -330,7 +333,10 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
                 if cell_route != "crop":
                     routes["cam"] = localise.cam_scores(result["cam"], labels, numbers, result["probs"])
                 if cell_route != "cam":
-                    crops = localise.cell_crops(image, labels, numbers, side, resample=config.data.resample)
+                    scale = (localise.field_scale(image.shape[:2], side, fit == "tile") if cell_crop == "field_scale"
+                             else None)
+                    crops = localise.cell_crops(image, labels, numbers, side, resample=config.data.resample,
+                                                scale=scale)
                     routes["crop"] = predict_arrays(crops, variables, mesh, config, predict_step)
                 cell_probs = (localise.blend(routes["cam"], routes["crop"]) if cell_route == "blend"
                               else routes[cell_route])

@@ -229,13 +229,20 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop,
     resumed = progress if progress is not None and progress["epoch"] == first else None
     batches = open_run_batches(config, loop.train_source, first, resumed)
     try:
-        return _run_epochs(config, workdir, loop, state, resumed, batches, manager, stop, tensorboard)
+        val_batches = inference.open_eval_batches(config, loop.val_source, num_passes=config.train.num_epochs - first)
+        try:
+            return _run_epochs(config, workdir, loop, state, resumed, batches, val_batches, manager, stop, tensorboard)
+        finally:
+            val_batches.close()
     finally:
         batches.close()
 
 
-def _run_epochs(config, workdir, loop: Loop, state, resumed, batches, manager, stop, tensorboard) -> dict:
-    """`run_epochs` over the run's one iterator of batches: each epoch takes its batches from it."""
+def _run_epochs(config, workdir, loop: Loop, state, resumed, batches, val_batches, manager, stop,
+                tensorboard) -> dict:
+    """`run_epochs` over the run's one iterator of training batches, each epoch taking its batches
+    from it, and one of validation batches, each validation a pass of it (one set of reader
+    processes for the run, not one per epoch)."""
     steps_per_epoch, cycle_end_steps = loop.steps_per_epoch, loop.cycle_end_steps
     record = {}
     for epoch in range(int(state.step) // steps_per_epoch, config.train.num_epochs):
@@ -276,7 +283,7 @@ def _run_epochs(config, workdir, loop: Loop, state, resumed, batches, manager, s
             bar.close()
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         probs = inference.predict_probs(loop.predict_step, variables, loop.mesh, config, loop.val_source,
-                                        desc="validate")
+                                        desc="validate", batches=val_batches)
         record = {"epoch": epoch + 1, "step": int(state.step), "cycle_end": int(state.step) in cycle_end_steps,
                   "lr": float(loop.schedule(int(state.step) - 1)),
                   "train_loss": train_loss, "epoch_seconds": round(time.time() - start, 2),
