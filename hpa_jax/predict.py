@@ -46,9 +46,9 @@ def define_flags() -> None:
                       "--cells' scores: cam: each class's activation density in the cell relative to the densest "
                       "cell, times the image's probability; crop: the cell's padded square crop through the model; "
                       "blend: their mean.")
-    flags.DEFINE_enum("cell_crop", "fill", ["fill", "field_scale"],
-                      "--cell_route=crop|blend: a cell's square crop resized to fill the input (fill), or kept at "
-                      "the size the model sees the whole field at, centred on black (field_scale).")
+    flags.DEFINE_enum("cell_crop", "field_scale", ["field_scale", "fill"],
+                      "--cell_route=crop|blend: a cell's square crop kept at the size the model sees the whole field "
+                      "at, centred on black (field_scale), or resized to fill the input (fill; docs/cells.md).")
     flags.DEFINE_string("masks", None, "--cells: folder of the user's {Id}_cells.{png,tif,tiff} label images "
                         "(default: cells found by the embedded segmentation).")
     flags.DEFINE_bool("skip_bad", False, "Predict the readable images and list the others in OUT/skipped.csv.")

@@ -242,8 +242,8 @@ def class_figure(per_class: dict[str, np.ndarray], path: pathlib.Path) -> None:
     plt.close(fig)
 
 
-def report(args, found: dict[int, dict], segmentation: list[dict], real: str, seconds: float,
-           counts: dict) -> str:
+def report(args, found: dict[int, dict], per_class: dict[str, np.ndarray], segmentation: list[dict], real: str,
+           seconds: float, counts: dict) -> str:
     seeds = sorted(found)
     lines = [
         "# Per-cell localisation, scored where the truth is known", "",
@@ -255,17 +255,32 @@ def report(args, found: dict[int, dict], segmentation: list[dict], real: str, se
         f"(seeds {', '.join(map(str, seeds))}). Score: the 2021 challenge's per-cell mAP (each predicted cell "
         f"matched to a true one at IoU >= {MATCH_IOU}, AP per class over all fields, the mean over the "
         f"{counts['classes']} classes that some true cell carries, Negative among them), mean ± sd over seeds.", "",
-        "| cell scores | mAP, segmented cells | mAP, true masks | per seed (segmented / true) |",
-        "|---|---|---|---|",
+        "| cell scores | mAP, segmented cells | mAP, true masks | per seed (segmented / true) | "
+        "minus the probability floor, per seed (segmented) |",
+        "|---|---|---|---|---|",
     ]
+    floor = [found[s]["segmented"][FLOOR][0] for s in seeds]
     for name in ROWS:
         seg = [found[s]["segmented"][name][0] for s in seeds]
         true = [found[s]["true masks"][name][0] for s in seeds]
         per_seed = ", ".join(f"{a:.3f} / {b:.3f}" for a, b in zip(seg, true))
+        gain = ", ".join(f"{a - b:+.3f}" for a, b in zip(seg, floor)) if name != FLOOR else ""
         label = {"cam": "CAM route", "crop fill": "crop route, `--cell_crop=fill`",
                  "crop field_scale": "crop route, `--cell_crop=field_scale`",
                  "blend fill": "blend (equal weights), fill", "blend field_scale": "blend, field_scale"}.get(name, name)
-        lines.append(f"| {label} | {mean_sd(seg)} | {mean_sd(true)} | {per_seed} |")
+        lines.append(f"| {label} | {mean_sd(seg)} | {mean_sd(true)} | {per_seed} | {gain} |")
+    best = max(ROUTE_ROWS, key=lambda name: np.mean([found[s]["segmented"][name][0] for s in seeds]))
+    ahead = sum(found[s]["segmented"][best][0] > found[s]["segmented"][FLOOR][0] for s in seeds)
+    change = per_class[best] - per_class[FLOOR]
+    shown = [c for c in np.argsort(change) if np.isfinite(change[c])]
+    name_of = lambda c: f"{METRIC_CLASSES[c]} ({per_class[FLOOR][c]:.2f} -> {per_class[best][c]:.2f})"  # noqa: E731
+    lines += [
+        "",
+        f"The best per-cell scores on segmented cells are `{best}`: {ahead} of {len(seeds)} seeds above the "
+        f"probability floor. By class (the figure, mean over seeds), it gains most on "
+        f"{', '.join(name_of(c) for c in shown[::-1][:3])}, and loses most on "
+        f"{', '.join(name_of(c) for c in shown[:3])}.",
+    ]
     lines += [
         "",
         "- CAM route: each class's activation map averaged over the cell, relative to the densest cell, times "
@@ -331,7 +346,7 @@ def run(args) -> str:
                            args.image_size)
     counts = {"cells": len(tested), "negative": sum(not c for c in tested),
               "classes": int(np.isfinite(per_class[FLOOR]).sum())}
-    return report(args, found, segmentation, real, time.time() - start, counts)
+    return report(args, found, per_class, segmentation, real, time.time() - start, counts)
 
 
 def main(argv=None):

@@ -69,6 +69,7 @@ def test_segmentation_rows_and_report(tmp_path):
         num_test, image_size, num_train = 3, 64, 1
     per_seed = {name: (0.5, np.full(len(CLASS_NAMES) + 1, 0.5)) for name in benchmark_cells.ROWS}
     found = {0: {m: per_seed for m in benchmark_cells.MASKS}, 1: {m: per_seed for m in benchmark_cells.MASKS}}
-    text = benchmark_cells.report(Args, found, rows, "", 60.0, {"cells": 10, "negative": 2, "classes": 5})
-    assert "| CAM route | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.500 / 0.500, 0.500 / 0.500 |" in text
+    per_class = {name: np.full(len(CLASS_NAMES) + 1, 0.5) for name in benchmark_cells.ROWS}
+    text = benchmark_cells.report(Args, found, per_class, rows, "", 60.0, {"cells": 10, "negative": 2, "classes": 5})
+    assert "| CAM route | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.500 / 0.500, 0.500 / 0.500 | +0.000, +0.000 |" in text
     assert "| 64 px | 8 |" in text and "Real fields" not in text

@@ -15,7 +15,9 @@ their blend (pure functions; `hpa_jax.folder.predict` runs the model and writes 
 * Crop route (`cell_crops`): each cell's bounding box grown to a square centred on it, with a
   margin of MARGIN times its long side on each side, the parts past the field's edges black
   (fluorescence's background) and the pixels of other cells blacked out (a neighbour's protein
-  must not label this cell); resized to the run's input size and predicted as a field.
+  must not label this cell); scaled as the whole field is to the run's input size and centred
+  on black ("field_scale": the cell as large as the model saw cells), or resized to fill the
+  input ("fill", the 2021 entrants' way for models trained on crops); predicted as a field.
 * Blend (`blend`): the weighted mean of the two (equal weights by default).
 """
 
@@ -26,7 +28,7 @@ from hpa_jax.data.kaggle import DEFAULT_RESAMPLE, resize_uint8
 from hpa_jax.explain.maps import upsample
 
 ROUTES = ("cam", "crop", "blend")
-CROPS = ("fill", "field_scale")   # how a cell's square reaches the model's input size (`cell_crops`)
+CROPS = ("field_scale", "fill")   # how a cell's square reaches the model's input size (`cell_crops`)
 MARGIN = 0.125   # context each side of a cell's crop, x its bounding box's long side (the cell fills 80 %)
 
 

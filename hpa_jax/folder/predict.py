@@ -265,7 +265,7 @@ def write_embeddings(out: pathlib.Path, predictions: pd.DataFrame, features, emb
 def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, tta: bool = False,
                    cams: bool = False, cam_shifts: int = 4, embeddings: bool = False, embedding_map: str = "pca",
                    skip_bad: bool = False, checkpoint: str | None = None, batch_size: int = 0,
-                   cells: bool = False, cell_route: str = "blend", masks=None, cell_crop: str = "fill",
+                   cells: bool = False, cell_route: str = "blend", masks=None, cell_crop: str = "field_scale",
                    progress: bool = True) -> dict:
     """Predicts every image set in `images` with the run in `workdir`; writes into `out` (see the
     module doc) and returns {"ids", "probs", "preds", "features", "skipped", "step", "size"}, and
