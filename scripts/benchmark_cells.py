@@ -143,7 +143,7 @@ def score_run(run: pathlib.Path, dataset: pathlib.Path, out: pathlib.Path) -> di
     for source, given in zip(MASKS, (None, dataset / synthetic.CELLS_FOLDER)):
         where = out / source.replace(" ", "_")
         result = predict_folder(run, dataset / "test", where, cells=True, cell_route="blend", masks=given,
-                                progress=False)
+                                cell_crop="fill", progress=False)
         scaled = predict_folder(run, dataset / "test", out / "field_scale", cells=True, cell_route="crop",
                                 masks=given, cell_crop="field_scale", progress=False)
         if not scaled["cells"][["Id", "cell"]].equals(result["cells"][["Id", "cell"]]):

@@ -24,10 +24,19 @@ def dataset(tmp_path_factory):
                               varied_cells=True)
 
 
-def test_scores_of_a_run_and_a_reference_that_must_be_perfect(tiny_run, dataset, tmp_path):
+def test_scores_of_a_run_and_a_reference_that_must_be_perfect(tiny_run, dataset, tmp_path, monkeypatch):
+    from hpa_jax.cells import localise
     from hpa_jax.folder.predict import predict_folder
 
+    scales, cell_crops = [], localise.cell_crops
+
+    def recorded(*args, scale=None, **kwargs):
+        scales.append(scale)
+        return cell_crops(*args, scale=scale, **kwargs)
+
+    monkeypatch.setattr(localise, "cell_crops", recorded)
     found = benchmark_cells.score_run(tiny_run, dataset, tmp_path)
+    assert None in scales and any(s is not None for s in scales)     # both --cell_crop=fill and field_scale ran
     assert set(found) == set(benchmark_cells.MASKS)
     for rows in found.values():
         assert set(rows) == set(benchmark_cells.ROWS)
