@@ -288,8 +288,13 @@ def run(args) -> str:
     decoders = "\n".join(f"| {name} | {rate:,.0f} |" for name, rate in decoder_rates)
     jpeg_decode = next(rate for name, rate in decoder_rates if name.endswith("M/8 >= 768 px (chosen)"))
     jpeg_luma = next(rate for name, rate in decoder_rates if "luma only" in name)
+    luma = luma_error(args)
     luma_rows = "\n".join(f"| {color} | {mean:.2f} | {p99:.1f} | {level:.1f} |"
-                          for color, (mean, p99, level) in sorted(luma_error(args).items()))
+                          for color, (mean, p99, level) in sorted(luma.items()))
+    rgb = [luma[c] for c in ("red", "green", "blue") if c in luma]
+    luma_miss = (f"by {min(m / lv for m, _, lv in rgb):.2f}-{max(m / lv for m, _, lv in rgb):.2f} of their mean "
+                 f"level on average, and by {min(p for _, p, _ in rgb):.0f}-{max(p for _, p, _ in rgb):.0f} levels "
+                 f"at the 99th percentile") if rgb else "(no HPAv18 sample files)"
     default = sources.DEFAULT_RESAMPLE
     png_default = next(rate for name, rate in rows if name.startswith(f"Kaggle PNG 512 px, `read_sample` `{default}`"))
     jpeg_fast = next(rate for name, rate in rows if name.startswith("HPAv18 JPEG") and "`linear`" in name)
@@ -367,8 +372,7 @@ winner's PNG rate (issue 23 asks for 40 images/s per core, set when the winner's
 scale and nothing else, runs at {jpeg_decode / 4:.1f} images/s per core (the decoders' table). Only the luma
 plane would be faster ({jpeg_luma / 4:.1f} images/s, no chroma planes to transform and upsample), but it
 is not the channel: against the colour decode (the table below) the red, green and blue
-channels miss by a tenth to a sixth of their mean level on average, and by 10-20 levels at the
-99th percentile (the other colours' bleed and the luma's rounding, scaled up by 1 / the weight),
+channels miss {luma_miss} (the other colours' bleed and the luma's rounding, scaled up by 1 / the weight),
 so it is not offered. An HPAv18 set is decoded once by `hpa_jax.data.pack`; training reads the
 packed store. Decoding dominates every fast path (a 4-channel resize took ~2 ms of a PNG image's ~12 ms
 when the libraries were chosen); rates on this shared 2-core machine vary by ~20% from run to run.
