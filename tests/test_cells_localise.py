@@ -126,6 +126,29 @@ def test_field_scale_crops_keep_the_cell_at_the_model_s_scale_on_black():
     assert localise.field_scale((300, 400), 512, tile=True) == pytest.approx(512 / 300)
 
 
+def test_crops_of_consecutive_fields_share_full_batches_and_come_back_in_order():
+    """Fields of 3, 0, 5, 1 and 4 crops through batches of 4: every batch but the last is full, and
+    each field gets the rows its own crops would (a fake model: a crop's first pixel, per class)."""
+    from hpa_jax.classes import CLASS_NAMES
+    from hpa_jax.folder.predict import CellCrops
+
+    batches = []
+
+    def predict(batch):
+        batches.append(len(batch))
+        return np.repeat(batch[:, 0, 0, :1].astype(np.float32), len(CLASS_NAMES), axis=1)
+
+    crops = CellCrops(predict, 4)
+    value = iter(range(1, 100))
+    fields = [np.array([np.full((2, 2, 4), next(value), np.uint8) for _ in range(n)]).reshape(n, 2, 2, 4)
+              for n in (3, 0, 5, 1, 4)]
+    returned = [ready for i, field in enumerate(fields) for ready in crops.add(i, field)] + crops.flush()
+    assert [i for i, _ in returned] == [0, 1, 2, 3, 4]
+    for i, probs in returned:
+        np.testing.assert_array_equal(probs, np.repeat(fields[i][:, 0, 0, :1], len(CLASS_NAMES), axis=1))
+    assert batches == [4, 4, 4, 4] and len(crops.waiting) == 0   # 13 crops: 3 full batches and 1 padded
+
+
 def test_blend_is_the_weighted_mean():
     cam, crop = np.array([[0.2, 1.0]]), np.array([[0.6, 0.0]])
     np.testing.assert_allclose(localise.blend(cam, crop), [[0.4, 0.5]])

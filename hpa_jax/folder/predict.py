@@ -8,6 +8,7 @@ batches, so a folder of small and full-size fields keeps the device busy either 
 written until every image has been read: the maps are drawn into a hidden staging folder that
 becomes `cams/` at the end, and is removed on an error."""
 
+import collections
 import pathlib
 import shutil
 import sys
@@ -175,16 +176,42 @@ def padded(images, batch_size: int) -> np.ndarray:
     return batch
 
 
-def predict_arrays(images: np.ndarray, variables, mesh, config, predict_step) -> np.ndarray:
-    """(n, C) probabilities of n uint8 images already at the run's input size (cell crops), in
-    batches of `eval.batch_size` through the run's `predict_step`."""
-    batch_size = config.eval.batch_size
-    out = [np.zeros((0, len(CLASS_NAMES)), np.float32)]
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        probs = predict_step(variables, sharding.put_batch(mesh, padded(chunk, batch_size)))
-        out.append(np.asarray(jax.device_get(probs), np.float32)[:len(chunk)])
-    return np.concatenate(out)
+class CellCrops:
+    """Cell crops of consecutive fields predicted together in full batches of `batch_size`: a
+    field holds a few cells, and a batch per field would mostly predict padding. `add` queues one
+    field's crops with the `field` it belongs to; it and `flush` (at the end) return, in the
+    order they came, the fields whose crops are all predicted, each with its crops' (n, C)
+    probabilities. `predict` maps a full uint8 batch to its probabilities."""
+
+    def __init__(self, predict, batch_size: int):
+        self.predict, self.batch_size = predict, int(batch_size)
+        self.fields = collections.deque()   # (field, its number of crops), not yet handed back
+        self.waiting = []                   # crops not yet predicted
+        self.done = np.zeros((0, len(CLASS_NAMES)), np.float32)   # rows predicted, not yet handed back
+
+    def add(self, field, crops) -> list:
+        self.fields.append((field, len(crops)))
+        self.waiting.extend(crops)
+        while len(self.waiting) >= self.batch_size:
+            self._predict(self.batch_size)
+        return self._ready()
+
+    def flush(self) -> list:
+        if self.waiting:
+            self._predict(len(self.waiting))
+        return self._ready()
+
+    def _predict(self, n: int) -> None:
+        chunk, self.waiting = self.waiting[:n], self.waiting[n:]
+        self.done = np.concatenate([self.done, self.predict(padded(chunk, self.batch_size))[:n]])
+
+    def _ready(self) -> list:
+        ready = []
+        while self.fields and self.fields[0][1] <= len(self.done):
+            field, n = self.fields.popleft()
+            ready.append((field, self.done[:n]))
+            self.done = self.done[n:]
+        return ready
 
 
 def cell_labels(source: folder.FolderSource, index: int, image_id: str, masks) -> tuple[np.ndarray, np.ndarray]:
@@ -315,6 +342,24 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
     if cells:
         cell_staging.mkdir()
     results, skipped, cell_frames, cell_scores = [], dict(bad), [], {}
+    crop_batches = CellCrops(lambda batch: np.asarray(jax.device_get(
+        predict_step(variables, sharding.put_batch(mesh, batch))), np.float32), config.eval.batch_size)
+
+    def finish_cells(image_id, image, labels, numbers, cam, crop):
+        """A field's cells once its crops are predicted: their scores, label image, overlay and rows."""
+        routes = {route: scores for route, scores in (("cam", cam), ("crop", crop))
+                  if route == cell_route or cell_route == "blend"}
+        cell_probs = localise.blend(cam, crop) if cell_route == "blend" else routes[cell_route]
+        cell_preds = (apply_thresholds(cell_probs, thresholds, config.eval.force_one) if len(numbers)
+                      else np.zeros(cell_probs.shape, bool))
+        write_labels(cell_staging / mask_name(image_id, "cells"), labels)
+        write_overlay(cell_staging / f"{image_id}_overlay.png", image_id, image, labels, numbers,
+                      top_predicted(cell_probs, cell_preds))
+        cell_frames.append(cells_frame(image_id, numbers, localise.boxes(labels, numbers),
+                                       localise.areas(labels, numbers), cell_probs, cell_preds))
+        for route, scores in routes.items():
+            cell_scores.setdefault(route, []).append(scores)
+
     bar = tqdm(total=len(source), desc="predict", unit="image", dynamic_ncols=True, disable=not progress)
     try:
         for result in predict_images(source, variables, mesh, config, predict_step, explain_step):
@@ -329,27 +374,19 @@ def predict_folder(workdir, images, out, *, fit: str = "resize", size: int = 0, 
             if cells:
                 image, labels = cell_labels(source, result["index"], result["id"], masks)
                 numbers = localise.cell_numbers(labels)
-                routes = {}
-                if cell_route != "crop":
-                    routes["cam"] = localise.cam_scores(result["cam"], labels, numbers, result["probs"])
+                cam = (localise.cam_scores(result["cam"], labels, numbers, result["probs"]) if cell_route != "crop"
+                       else None)
+                crops = []
                 if cell_route != "cam":
                     scale = (localise.field_scale(image.shape[:2], side, fit == "tile") if cell_crop == "field_scale"
                              else None)
                     crops = localise.cell_crops(image, labels, numbers, side, resample=config.data.resample,
                                                 scale=scale)
-                    routes["crop"] = predict_arrays(crops, variables, mesh, config, predict_step)
-                cell_probs = (localise.blend(routes["cam"], routes["crop"]) if cell_route == "blend"
-                              else routes[cell_route])
-                cell_preds = (apply_thresholds(cell_probs, thresholds, config.eval.force_one) if len(numbers)
-                              else np.zeros(cell_probs.shape, bool))
-                write_labels(cell_staging / mask_name(result["id"], "cells"), labels)
-                write_overlay(cell_staging / f"{result['id']}_overlay.png", result["id"], image, labels, numbers,
-                              top_predicted(cell_probs, cell_preds))
-                cell_frames.append(cells_frame(result["id"], numbers, localise.boxes(labels, numbers),
-                                               localise.areas(labels, numbers), cell_probs, cell_preds))
-                for route, scores in routes.items():
-                    cell_scores.setdefault(route, []).append(scores)
+                for field, crop in crop_batches.add((result["id"], image, labels, numbers, cam), crops):
+                    finish_cells(*field, crop)
             results.append((result["id"], result["probs"], predicted, result["features"]))
+        for field, crop in crop_batches.flush() if cells else ():
+            finish_cells(*field, crop)
         bar.close()
         if skipped and not skip_bad:
             raise DataError(folder.problems_line(images, skipped))

@@ -3,6 +3,7 @@ of every global batch, validation and a checkpoint after each epoch, mid-epoch c
 resuming, and stopping cleanly on SIGTERM or Ctrl-C.
 """
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -227,15 +228,10 @@ def run_epochs(config, workdir, loop: Loop, state, progress, manager, stop,
         checkpoint.wait(manager)
         return {}
     resumed = progress if progress is not None and progress["epoch"] == first else None
-    batches = open_run_batches(config, loop.train_source, first, resumed)
-    try:
-        val_batches = inference.open_eval_batches(config, loop.val_source, num_passes=config.train.num_epochs - first)
-        try:
-            return _run_epochs(config, workdir, loop, state, resumed, batches, val_batches, manager, stop, tensorboard)
-        finally:
-            val_batches.close()
-    finally:
-        batches.close()
+    with contextlib.closing(open_run_batches(config, loop.train_source, first, resumed)) as batches, \
+            contextlib.closing(inference.open_eval_batches(config, loop.val_source,
+                                                           num_passes=config.train.num_epochs - first)) as val_batches:
+        return _run_epochs(config, workdir, loop, state, resumed, batches, val_batches, manager, stop, tensorboard)
 
 
 def _run_epochs(config, workdir, loop: Loop, state, resumed, batches, val_batches, manager, stop,
